@@ -1,0 +1,50 @@
+//! What every handler shares: the configuration and the decision engines built from it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::{Config, ConfigError};
+use crate::policy::Policies;
+
+/// Shared state, built once from a validated configuration.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// Image and admission policies.
+    pub policies: Policies,
+    /// False once draining: `/readyz` answers 503 so load balancers stop sending.
+    ready: AtomicBool,
+}
+
+impl App {
+    /// Builds the engines; fails on a configuration that cannot be served.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        if config.routes.authenticate {
+            return Err(ConfigError::invalid(
+                "routes.authenticate",
+                "/authenticate is not implemented in this build yet; set it to false",
+            ));
+        }
+        if config.routes.mutate {
+            return Err(ConfigError::invalid(
+                "routes.mutate",
+                "/mutate is not implemented in this build yet; set it to false",
+            ));
+        }
+        Ok(Self {
+            policies: Policies::default(),
+            config,
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// True while the server takes new work.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the server as draining.
+    pub fn set_draining(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+}

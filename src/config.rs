@@ -1,0 +1,232 @@
+//! The configuration file: typed, every key documented in `config/gatehouse.yaml`.
+//!
+//! Unknown keys and wrong types are errors that name the key and line; gatehouse refuses to start
+//! on them rather than run with a policy the operator did not mean.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML did not match the schema (unknown key, wrong type, bad unit).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file, or `<embedded>` for the defaults.
+        path: String,
+        /// serde-saphyr's message, with line, column and a snippet.
+        message: String,
+    },
+    /// A value parsed but makes no sense (e.g. a cert without a key).
+    #[error("config: {key}: {message}")]
+    Invalid {
+        /// The offending key, dotted (`tls.key`).
+        key: String,
+        /// What to fix.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// An invalid value at `key`.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Serving certificate and key.
+    pub tls: TlsConfig,
+    /// Request limits.
+    pub limits: Limits,
+    /// Logging.
+    pub log: LogConfig,
+    /// Which webhooks are served; a disabled route answers 404.
+    pub routes: Routes,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            log: LogConfig::default(),
+            routes: Routes::default(),
+        }
+    }
+}
+
+/// `tls:`: PEM files; with neither, gatehouse generates a certificate at start.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// CA bundle (PEM) for client certificates; reserved for mTLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `limits:`: bounds on what one request may cost.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted; larger answers 413.
+    pub max_body: ByteSize,
+    /// Deadline for one request, body read included; past it answers 504.
+    pub request_timeout: HumanDuration,
+    /// Deadline for a TLS handshake and for reading request headers.
+    pub handshake_timeout: HumanDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // The apiserver caps admission request bodies at 3 MiB (etcd's object limit is 1.5 MiB
+            // and a review carries object and oldObject); 4 MiB leaves room without inviting abuse.
+            max_body: ByteSize(4 << 20),
+            // Under the apiserver's default 10s webhook timeout, so it gets our answer, not its own.
+            request_timeout: HumanDuration(Duration::from_secs(9)),
+            // A peer that cannot finish a handshake in 10s is not the apiserver.
+            handshake_timeout: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// `log:`: output format.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `routes:`: one switch per webhook.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routes {
+    /// `POST /authenticate` (TokenReview).
+    pub authenticate: bool,
+    /// `POST /image_policy` (ImageReview).
+    pub image_policy: bool,
+    /// `POST /validate` (validating AdmissionReview).
+    pub validate: bool,
+    /// `POST /mutate` (mutating AdmissionReview).
+    pub mutate: bool,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            // Off until it is configured: an authenticator must be asked for, never assumed.
+            authenticate: false,
+            image_policy: true,
+            validate: true,
+            mutate: false,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a YAML document; `origin` names it in errors.
+    pub fn from_yaml(yaml: &str, origin: &str) -> Result<Self, ConfigError> {
+        // An empty file is the defaults, not an error.
+        let config: Config = if yaml.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(yaml).map_err(|e| ConfigError::Parse {
+                path: origin.to_owned(),
+                message: e.to_string(),
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a YAML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let yaml = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&yaml, &path.display().to_string())
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "tls.key",
+                    "tls.cert is set, so tls.key is required",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "tls.cert",
+                    "tls.key is set, so tls.cert is required",
+                ))
+            }
+            _ => {}
+        }
+        if self.tls.client_ca.is_some() {
+            return Err(ConfigError::invalid(
+                "tls.client_ca",
+                "client certificate verification (mTLS) is not implemented yet; remove the key",
+            ));
+        }
+        if self.limits.max_body.0 == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_body",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.request_timeout.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.request_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.handshake_timeout.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.handshake_timeout",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}

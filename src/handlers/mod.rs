@@ -1,0 +1,61 @@
+//! The routes' handlers: decode → decide → encode, one file per webhook. Domain logic lives in
+//! the decision modules; handlers only translate between the wire and them.
+
+mod health;
+mod image_policy;
+mod validate;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Request;
+
+use crate::app::App;
+use crate::error::{Rejection, Response};
+use crate::router::Route;
+
+/// Dispatches a request, its route already resolved, to its handler.
+#[derive(Clone, Debug)]
+pub struct Handlers {
+    app: Arc<App>,
+}
+
+impl Handlers {
+    /// Handlers sharing `app`.
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+impl tower::Service<Request<Bytes>> for Handlers {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let app = self.app.clone();
+        Box::pin(async move {
+            let route = req.extensions().get::<Route>().copied();
+            let body = req.into_body();
+            let answer = match route {
+                Some(Route::Validate) => validate::handle(&app, &body).await,
+                Some(Route::ImagePolicy) => image_policy::handle(&app, &body).await,
+                Some(Route::Healthz) => Ok(health::healthz()),
+                Some(Route::Readyz) => Ok(health::readyz(&app)),
+                // Disabled routes never resolve; this is the stack built without the router.
+                Some(Route::Authenticate | Route::Mutate) | None => {
+                    Err(Rejection::NotFound("this route".to_owned()))
+                }
+            };
+            Ok(answer.unwrap_or_else(Rejection::into_response))
+        })
+    }
+}

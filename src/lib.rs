@@ -1,0 +1,22 @@
+//! gatehouse: one hardened TLS webhook server for kube-apiserver.
+//!
+//! A request reads top to bottom through these modules:
+//! [`listener`] (accept) → [`tls`] → [`stack`] (tower layers) → [`router`] → [`handlers`]
+//! → [`review`] (decode) → [`policy`] (decide) → [`review`] (encode).
+
+pub mod app;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod listener;
+pub mod logging;
+pub mod policy;
+pub mod reference;
+pub mod review;
+pub mod router;
+pub mod server;
+pub mod stack;
+pub mod tls;
+pub mod units;

@@ -1,0 +1,313 @@
+//! `AdmissionReview`, admission.k8s.io v1 and v1beta1 (identical but for the apiVersion string).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The two AdmissionReview versions the apiserver sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdmissionApiVersion {
+    /// `admission.k8s.io/v1`
+    #[serde(rename = "admission.k8s.io/v1")]
+    V1,
+    /// `admission.k8s.io/v1beta1`
+    #[serde(rename = "admission.k8s.io/v1beta1")]
+    V1beta1,
+}
+
+/// The only kind this envelope carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdmissionKind {
+    /// `AdmissionReview`
+    AdmissionReview,
+}
+
+/// An AdmissionReview; `O` is how the object is decoded (a projection on the hot path, raw JSON
+/// for round trips).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReview<'a, O> {
+    /// Echoed in the answer.
+    pub api_version: AdmissionApiVersion,
+    /// Echoed in the answer.
+    pub kind: AdmissionKind,
+    /// What the apiserver asks.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<AdmissionRequest<'a, O>>,
+    /// What the webhook answers.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<AdmissionResponse<'a>>,
+}
+
+/// `request`: the operation under review.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest<'a, O> {
+    /// Echoed as `response.uid`.
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
+    /// The object's group, version and kind.
+    #[serde(borrow)]
+    pub kind: GroupVersionKind<'a>,
+    /// The resource being written.
+    #[serde(borrow)]
+    pub resource: GroupVersionResource<'a>,
+    /// e.g. `ephemeralcontainers`, `status`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub sub_resource: Option<Cow<'a, str>>,
+    /// The kind as the client sent it.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub request_kind: Option<GroupVersionKind<'a>>,
+    /// The resource as the client sent it.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub request_resource: Option<GroupVersionResource<'a>>,
+    /// The subresource as the client sent it.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub request_sub_resource: Option<Cow<'a, str>>,
+    /// The object's name (may be empty on CREATE with generateName).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Cow<'a, str>>,
+    /// The namespace; absent for cluster-scoped objects.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Cow<'a, str>>,
+    /// CREATE, UPDATE, DELETE or CONNECT (any other string is kept and not evaluated).
+    #[serde(borrow)]
+    pub operation: Cow<'a, str>,
+    /// The requesting user; not read by decisions.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub user_info: Option<&'a RawValue>,
+    /// The object as it will be stored (absent for DELETE).
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub object: Option<O>,
+    /// The object before an UPDATE or DELETE; not read by decisions.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub old_object: Option<&'a RawValue>,
+    /// True when the apiserver will not persist the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    /// The operation's options (CreateOptions, ...); not read by decisions.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<&'a RawValue>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// A group, version and kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupVersionKind<'a> {
+    /// "" for the core group.
+    #[serde(borrow, default)]
+    pub group: Cow<'a, str>,
+    /// e.g. `v1`.
+    #[serde(borrow, default)]
+    pub version: Cow<'a, str>,
+    /// e.g. `Pod`.
+    #[serde(borrow, default)]
+    pub kind: Cow<'a, str>,
+}
+
+/// A group, version and resource.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupVersionResource<'a> {
+    /// "" for the core group.
+    #[serde(borrow, default)]
+    pub group: Cow<'a, str>,
+    /// e.g. `v1`.
+    #[serde(borrow, default)]
+    pub version: Cow<'a, str>,
+    /// e.g. `pods`.
+    #[serde(borrow, default)]
+    pub resource: Cow<'a, str>,
+}
+
+/// `response`: the webhook's answer.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse<'a> {
+    /// The request's uid; the apiserver rejects an answer without it.
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
+    /// The decision.
+    pub allowed: bool,
+    /// Why, when refused (the message is shown to the user).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status<'a>>,
+    /// Base64 of a JSON Patch (mutating webhooks only).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Cow<'a, str>>,
+    /// `JSONPatch`, with `patch` and only with it.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<Cow<'a, str>>,
+    /// Recorded in the audit log under `<webhook name>/<key>`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub audit_annotations: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    /// Shown to the client (kubectl prints them).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<Cow<'a, str>>>,
+}
+
+/// A `metav1.Status`, as carried in `response.status`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Status<'a> {
+    /// List metadata; unused by gatehouse.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<&'a RawValue>,
+    /// `Success` or `Failure`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Cow<'a, str>>,
+    /// Human-readable; the apiserver prefixes it with the webhook's name.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Cow<'a, str>>,
+    /// Machine-readable reason.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Cow<'a, str>>,
+    /// Details; unused by gatehouse.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<&'a RawValue>,
+    /// The HTTP code the apiserver reports to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+}
+
+/// The operations an admission request carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// CREATE
+    Create,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+    /// CONNECT
+    Connect,
+    /// Anything else: not evaluated, allowed.
+    Other,
+}
+
+impl Operation {
+    /// Parses the wire string; unknown strings are `Other`.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "CREATE" => Self::Create,
+            "UPDATE" => Self::Update,
+            "DELETE" => Self::Delete,
+            "CONNECT" => Self::Connect,
+            _ => Self::Other,
+        }
+    }
+
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+            Self::Other => "OTHER",
+        }
+    }
+}
+
+use super::object::{MetaOnly, ObjectView, PodLocation};
+use super::{decode, DecodeError};
+
+const WHAT: &str = "AdmissionReview";
+
+impl<'a, O> AdmissionRequest<'a, O> {
+    /// The same request with its object converted.
+    pub fn map_object<P>(self, f: impl FnOnce(O) -> P) -> AdmissionRequest<'a, P> {
+        AdmissionRequest {
+            uid: self.uid,
+            kind: self.kind,
+            resource: self.resource,
+            sub_resource: self.sub_resource,
+            request_kind: self.request_kind,
+            request_resource: self.request_resource,
+            request_sub_resource: self.request_sub_resource,
+            name: self.name,
+            namespace: self.namespace,
+            operation: self.operation,
+            user_info: self.user_info,
+            object: self.object.map(f),
+            old_object: self.old_object,
+            dry_run: self.dry_run,
+            options: self.options,
+        }
+    }
+}
+
+/// The envelope and request of an AdmissionReview whose object is projected for decisions.
+#[derive(Debug)]
+pub struct Admission<'a> {
+    /// Echoed in the answer.
+    pub api_version: AdmissionApiVersion,
+    /// The request.
+    pub request: AdmissionRequest<'a, ObjectView<'a>>,
+}
+
+/// Decodes an AdmissionReview in one pass, projecting the object.
+///
+/// A custom resource's `spec` may have any shape (say `containers: "x"`): when the projection
+/// fails, the review is decoded again reading only metadata, which is well-formed for every
+/// Kubernetes object. For kinds whose pods policies read, a malformed spec stays an error.
+pub fn decode_admission(body: &[u8]) -> Result<Admission<'_>, DecodeError> {
+    let first = match decode::<AdmissionReview<'_, ObjectView<'_>>>(WHAT, body) {
+        Ok(review) => return into_admission(review),
+        Err(e) => e,
+    };
+    let review = decode::<AdmissionReview<'_, MetaOnly<'_>>>(WHAT, body)?;
+    if let Some(request) = &review.request {
+        if PodLocation::for_kind(&request.kind.group, &request.kind.kind).is_some() {
+            let source = match first {
+                DecodeError::Json { source, .. } => source,
+                other => return Err(other),
+            };
+            return Err(DecodeError::Object {
+                what: WHAT,
+                kind: request.kind.kind.to_string(),
+                source,
+            });
+        }
+    }
+    into_admission(AdmissionReview {
+        api_version: review.api_version,
+        kind: review.kind,
+        request: review.request.map(|r| {
+            r.map_object(|o| ObjectView {
+                metadata: o.metadata,
+                spec: None,
+            })
+        }),
+        response: review.response,
+    })
+}
+
+fn into_admission<'a>(
+    review: AdmissionReview<'a, ObjectView<'a>>,
+) -> Result<Admission<'a>, DecodeError> {
+    let request = review.request.ok_or(DecodeError::Missing {
+        what: WHAT,
+        field: "request",
+    })?;
+    Ok(Admission {
+        api_version: review.api_version,
+        request,
+    })
+}
+
+/// Encodes an answer in the request's version, with `uid` echoed.
+pub fn encode_response(
+    api_version: AdmissionApiVersion,
+    response: AdmissionResponse<'_>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&AdmissionReview::<'_, &RawValue> {
+        api_version,
+        kind: AdmissionKind::AdmissionReview,
+        request: None,
+        response: Some(response),
+    })
+}

@@ -1,0 +1,225 @@
+//! The projection of an admitted object: the few fields decisions read, decoded in the same pass
+//! as the envelope, everything else skipped without allocating.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use super::StrMap;
+
+/// What decisions read of any object: metadata, and pod specs where the kind has them.
+#[derive(Debug, Default, Deserialize)]
+pub struct ObjectView<'a> {
+    /// `metadata`.
+    #[serde(borrow, default)]
+    pub metadata: MetaView<'a>,
+    /// `spec`: a PodSpec for Pods, a workload spec with `template` otherwise.
+    #[serde(borrow, default)]
+    pub spec: Option<SpecView<'a>>,
+}
+
+/// An object whose `spec` is not read (a kind without pods, or a spec of another shape).
+#[derive(Debug, Default, Deserialize)]
+pub struct MetaOnly<'a> {
+    /// `metadata`.
+    #[serde(borrow, default)]
+    pub metadata: MetaView<'a>,
+}
+
+/// `metadata`: what policies and mutations read.
+#[derive(Debug, Default, Deserialize)]
+pub struct MetaView<'a> {
+    /// `metadata.name`.
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    /// `metadata.namespace`.
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
+    /// `metadata.labels`; `None` when absent or null (a patch must then create the map).
+    #[serde(borrow, default)]
+    pub labels: Option<StrMap<'a>>,
+    /// `metadata.annotations`; `None` when absent or null.
+    #[serde(borrow, default)]
+    pub annotations: Option<StrMap<'a>>,
+}
+
+/// A PodSpec's containers, or a workload spec's template(s).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecView<'a> {
+    /// `containers`.
+    #[serde(borrow, default)]
+    pub containers: Option<Vec<ContainerView<'a>>>,
+    /// `initContainers`.
+    #[serde(borrow, default)]
+    pub init_containers: Option<Vec<ContainerView<'a>>>,
+    /// `ephemeralContainers`.
+    #[serde(borrow, default)]
+    pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
+    /// `template` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, ReplicationController).
+    #[serde(borrow, default)]
+    pub template: Option<Box<TemplateView<'a>>>,
+    /// `jobTemplate` (CronJob).
+    #[serde(borrow, default)]
+    pub job_template: Option<Box<JobTemplateView<'a>>>,
+}
+
+/// A pod template.
+#[derive(Debug, Default, Deserialize)]
+pub struct TemplateView<'a> {
+    /// The pods' metadata.
+    #[serde(borrow, default)]
+    pub metadata: MetaView<'a>,
+    /// The PodSpec.
+    #[serde(borrow, default)]
+    pub spec: Option<SpecView<'a>>,
+}
+
+/// A CronJob's job template.
+#[derive(Debug, Default, Deserialize)]
+pub struct JobTemplateView<'a> {
+    /// The JobSpec, whose `template` holds the pods.
+    #[serde(borrow, default)]
+    pub spec: Option<SpecView<'a>>,
+}
+
+/// A container: what image policies and mutations read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerView<'a> {
+    /// `name`.
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    /// `image`; may be absent in a template that a controller fills in.
+    #[serde(borrow, default)]
+    pub image: Option<Cow<'a, str>>,
+    /// `imagePullPolicy`.
+    #[serde(borrow, default)]
+    pub image_pull_policy: Option<Cow<'a, str>>,
+}
+
+/// Which container list a container is in; its JSON field name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum ContainerList {
+    /// `containers`
+    Containers,
+    /// `initContainers`
+    InitContainers,
+    /// `ephemeralContainers`
+    EphemeralContainers,
+}
+
+impl ContainerList {
+    /// The JSON field name.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Containers => "containers",
+            Self::InitContainers => "initContainers",
+            Self::EphemeralContainers => "ephemeralContainers",
+        }
+    }
+}
+
+/// Where a kind keeps its pods, as JSON Pointer prefixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodLocation {
+    /// A Pod: `/metadata`, `/spec`.
+    Pod,
+    /// A workload with `spec.template`.
+    Template,
+    /// A CronJob: `spec.jobTemplate.spec.template`.
+    JobTemplate,
+}
+
+impl PodLocation {
+    /// The location for a core or workload kind; `None` for kinds without pods.
+    pub fn for_kind(group: &str, kind: &str) -> Option<Self> {
+        match (group, kind) {
+            ("", "Pod") => Some(Self::Pod),
+            ("", "ReplicationController")
+            | ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+            | ("batch", "Job") => Some(Self::Template),
+            ("batch", "CronJob") => Some(Self::JobTemplate),
+            _ => None,
+        }
+    }
+
+    /// The JSON Pointer of the pods' metadata.
+    pub fn metadata_pointer(self) -> &'static str {
+        match self {
+            Self::Pod => "/metadata",
+            Self::Template => "/spec/template/metadata",
+            Self::JobTemplate => "/spec/jobTemplate/spec/template/metadata",
+        }
+    }
+
+    /// The JSON Pointer of the PodSpec.
+    pub fn spec_pointer(self) -> &'static str {
+        match self {
+            Self::Pod => "/spec",
+            Self::Template => "/spec/template/spec",
+            Self::JobTemplate => "/spec/jobTemplate/spec/template/spec",
+        }
+    }
+}
+
+/// The pod inside an object: its metadata (a Pod's own, or the template's) and its PodSpec.
+#[derive(Debug)]
+pub struct PodView<'v, 'a> {
+    /// Where it is.
+    pub location: PodLocation,
+    /// Pod metadata; `None` when a template has none.
+    pub metadata: Option<&'v MetaView<'a>>,
+    /// The PodSpec; `None` when absent.
+    pub spec: Option<&'v SpecView<'a>>,
+}
+
+impl<'a> ObjectView<'a> {
+    /// The pod this object describes, found at `location`.
+    pub fn pod<'v>(&'v self, location: PodLocation) -> PodView<'v, 'a> {
+        let template = |spec: Option<&'v SpecView<'a>>| spec.and_then(|s| s.template.as_deref());
+        let (metadata, spec) = match location {
+            PodLocation::Pod => (Some(&self.metadata), self.spec.as_ref()),
+            PodLocation::Template => {
+                let t = template(self.spec.as_ref());
+                (t.map(|t| &t.metadata), t.and_then(|t| t.spec.as_ref()))
+            }
+            PodLocation::JobTemplate => {
+                let job = self
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.job_template.as_deref())
+                    .and_then(|j| j.spec.as_ref());
+                let t = template(job);
+                (t.map(|t| &t.metadata), t.and_then(|t| t.spec.as_ref()))
+            }
+        };
+        PodView {
+            location,
+            metadata,
+            spec,
+        }
+    }
+}
+
+impl<'a> SpecView<'a> {
+    /// Every container with the list it is in and its index, in the order the apiserver's image
+    /// plugin uses: containers, init containers, ephemeral containers.
+    pub fn containers(&self) -> impl Iterator<Item = (ContainerList, usize, &ContainerView<'a>)> {
+        fn list<'s, 'a>(
+            which: ContainerList,
+            v: &'s Option<Vec<ContainerView<'a>>>,
+        ) -> impl Iterator<Item = (ContainerList, usize, &'s ContainerView<'a>)> {
+            v.iter()
+                .flatten()
+                .enumerate()
+                .map(move |(i, c)| (which, i, c))
+        }
+        list(ContainerList::Containers, &self.containers)
+            .chain(list(ContainerList::InitContainers, &self.init_containers))
+            .chain(list(
+                ContainerList::EphemeralContainers,
+                &self.ephemeral_containers,
+            ))
+    }
+}

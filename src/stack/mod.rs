@@ -1,0 +1,91 @@
+//! The tower middleware stack shared by every route, outermost first:
+//! access log → catch panic → deadline → route → content type → body limit → handlers.
+//!
+//! Each hand-written layer is one `Layer` + `Service` pair in a file named after it.
+
+mod access_log;
+mod body;
+mod catch_panic;
+mod content_type;
+mod deadline;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tower::ServiceBuilder;
+
+pub use access_log::{AccessLog, AccessLogLayer, LogUser, PeerAddr};
+pub use body::{CollectBody, CollectBodyLayer};
+pub use catch_panic::{CatchPanic, CatchPanicLayer};
+pub use content_type::{ContentType, ContentTypeLayer};
+pub use deadline::{Deadline, DeadlineLayer};
+
+use crate::app::App;
+use crate::error::{Rejection, Response};
+use crate::handlers::Handlers;
+use crate::router::RouteLayer;
+
+/// Builds the whole stack around the handlers. `B` is the request body (hyper's `Incoming` on
+/// the socket, anything that yields `Bytes` in tests).
+pub fn build<B>(
+    app: Arc<App>,
+) -> impl tower::Service<http::Request<B>, Response = Response, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + 'static
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = &app.config.limits;
+    ServiceBuilder::new()
+        .layer(AccessLogLayer)
+        .layer(CatchPanicLayer)
+        .layer(DeadlineLayer::new(limits.request_timeout.0))
+        .layer(RouteLayer::new(app.config.routes.clone()))
+        .layer(ContentTypeLayer)
+        .layer(CollectBodyLayer::new(limits.max_body.0))
+        .service(Handlers::new(app))
+}
+
+pin_project_lite::pin_project! {
+    /// A layer's future: either its own early answer or the inner service's.
+    #[project = RejectOrProj]
+    pub enum RejectOr<F> {
+        /// Answered here, without calling inner.
+        Rejected { response: Option<Response> },
+        /// Inner is handling it.
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F> RejectOr<F> {
+    /// An early answer from a rejection.
+    pub fn reject(rejection: Rejection) -> Self {
+        Self::Rejected {
+            response: Some(rejection.into_response()),
+        }
+    }
+}
+
+impl<F> Future for RejectOr<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RejectOrProj::Rejected { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                // Polled after completion: a caller bug, answer rather than panic.
+                None => Poll::Ready(Ok(Rejection::Panic.into_response())),
+            },
+            RejectOrProj::Inner { future } => future.poll(cx),
+        }
+    }
+}
