@@ -12,6 +12,7 @@ pub mod error;
 pub mod handlers;
 pub mod listener;
 pub mod logging;
+pub mod matching;
 pub mod policy;
 pub mod reference;
 pub mod review;

@@ -1,0 +1,303 @@
+//! Test harness: the real server on 127.0.0.1:0 with certificates generated here, and clients
+//! that speak HTTP/1.1 or h2 over TLS trusting only that CA.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The upstream wire fixtures (kubernetes/api testdata).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/k8s-api")
+}
+
+/// Reads one upstream fixture.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = fixtures_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// A running gatehouse.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The CA that signed its certificate.
+    pub ca_pem: String,
+    /// Holds the generated files.
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// HTTP version a client speaks (negotiated by ALPN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// `http/1.1`
+    Http1,
+    /// `h2`
+    Http2,
+}
+
+/// Both versions, for tests that run over each.
+pub const BOTH: [Proto; 2] = [Proto::Http1, Proto::Http2];
+
+fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl TestServer {
+    /// Starts gatehouse with `extra_yaml` added to a config that sets `listen` and `tls`.
+    pub async fn start(extra_yaml: &str) -> Self {
+        install_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = gatehouse::certs::generate(&["localhost", "127.0.0.1"]).expect("generate certs");
+        let cert = dir.path().join("tls.crt");
+        let key = dir.path().join("tls.key");
+        std::fs::write(&cert, &pki.cert_pem).expect("write cert");
+        std::fs::write(&key, &pki.key_pem).expect("write key");
+        let yaml = format!(
+            "listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n{extra_yaml}",
+            cert.display(),
+            key.display()
+        );
+        let config = gatehouse::config::Config::from_yaml(&yaml, "test").expect("test config");
+        Self::start_with(config, pki.ca_pem, dir).await
+    }
+
+    /// Starts gatehouse with a ready configuration whose TLS files are signed by `ca_pem`.
+    pub async fn start_with(
+        config: gatehouse::config::Config,
+        ca_pem: String,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        install_provider();
+        let bound = gatehouse::server::bind(config, false).await.expect("bind");
+        let addr = bound.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(bound.serve(async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            ca_pem,
+            dir,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// A new connection speaking `proto`.
+    pub async fn client(&self, proto: Proto) -> Client {
+        Client::connect(self.addr, &self.ca_pem, proto).await
+    }
+
+    /// Signals shutdown and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// One TLS connection to the server; requests on it reuse the connection (keep-alive).
+pub struct Client {
+    sender: Sender,
+    /// The protocol ALPN settled on.
+    pub proto: Proto,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A TLS client config trusting only `ca_pem`, offering one ALPN protocol.
+pub fn tls_client_config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    install_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+impl Client {
+    /// Connects over TLS and performs the HTTP handshake for `proto`.
+    pub async fn connect(addr: SocketAddr, ca_pem: &str, proto: Proto) -> Self {
+        let alpn: &[u8] = match proto {
+            Proto::Http1 => b"http/1.1",
+            Proto::Http2 => b"h2",
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca_pem, alpn));
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let tls = connector
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("TLS handshake");
+        let negotiated = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        assert_eq!(
+            negotiated.as_deref(),
+            Some(alpn),
+            "ALPN must settle on {proto:?}"
+        );
+        let io = TokioIo::new(tls);
+        let sender = match proto {
+            Proto::Http1 => {
+                let (sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("h1");
+                tokio::spawn(conn);
+                Sender::H1(sender)
+            }
+            Proto::Http2 => {
+                let (sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .expect("h2");
+                tokio::spawn(conn);
+                Sender::H2(sender)
+            }
+        };
+        Self { sender, proto }
+    }
+
+    /// Sends any request.
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Answer {
+        let response = match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await.expect("h1 ready");
+                s.send_request(req).await.expect("h1 request")
+            }
+            Sender::H2(s) => {
+                s.ready().await.expect("h2 ready");
+                s.send_request(req).await.expect("h2 request")
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// POSTs a JSON body to `path` (which may carry a query).
+    pub async fn post_json(&mut self, path: &str, body: impl Into<Bytes>) -> Answer {
+        let req = self
+            .request(Method::POST, path)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.into()))
+            .expect("request");
+        self.send(req).await
+    }
+
+    /// GETs `path`.
+    pub async fn get(&mut self, path: &str) -> Answer {
+        let req = self
+            .request(Method::GET, path)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        self.send(req).await
+    }
+
+    /// A request builder with the URI form each protocol expects.
+    pub fn request(&self, method: Method, path: &str) -> http::request::Builder {
+        let builder = Request::builder().method(method);
+        match self.proto {
+            // h2 needs :scheme and :authority, so an absolute URI.
+            Proto::Http2 => builder.uri(format!("https://localhost{path}")),
+            Proto::Http1 => builder.uri(path).header(http::header::HOST, "localhost"),
+        }
+    }
+}
+
+/// An AdmissionReview for a Pod with the given images (containers named c0, c1, ...).
+pub fn pod_review(api_version: &str, uid: &str, namespace: &str, images: &[&str]) -> String {
+    let containers: Vec<serde_json::Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    serde_json::json!({
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "namespace": namespace},
+                "spec": {"containers": containers}
+            }
+        }
+    })
+    .to_string()
+}
+
+/// An ImageReview for the given images.
+pub fn image_review(namespace: &str, images: &[&str]) -> String {
+    let containers: Vec<serde_json::Value> = images
+        .iter()
+        .map(|i| serde_json::json!({"image": i}))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "imagepolicy.k8s.io/v1alpha1",
+        "kind": "ImageReview",
+        "metadata": {"creationTimestamp": null},
+        "spec": {"containers": containers, "namespace": namespace},
+        "status": {"allowed": false}
+    })
+    .to_string()
+}
