@@ -57,13 +57,26 @@ pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Serving certificate and key.
+    #[serde(deserialize_with = "null_as_default")]
     pub tls: TlsConfig,
     /// Request limits.
+    #[serde(deserialize_with = "null_as_default")]
     pub limits: Limits,
     /// Logging.
+    #[serde(deserialize_with = "null_as_default")]
     pub log: LogConfig,
     /// Which webhooks are served; a disabled route answers 404.
+    #[serde(deserialize_with = "null_as_default")]
     pub routes: Routes,
+}
+
+/// A section left empty (`tls:` with every key commented out) is YAML null: read it as defaults.
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Default for Config {

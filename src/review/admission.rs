@@ -27,7 +27,7 @@ pub enum AdmissionKind {
 /// An AdmissionReview; `O` is how the object is decoded (a projection on the hot path, raw JSON
 /// for round trips).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 pub struct AdmissionReview<'a, O> {
     /// Echoed in the answer.
     pub api_version: AdmissionApiVersion,
@@ -43,7 +43,7 @@ pub struct AdmissionReview<'a, O> {
 
 /// `request`: the operation under review.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 pub struct AdmissionRequest<'a, O> {
     /// Echoed as `response.uid`.
     #[serde(borrow)]
@@ -79,7 +79,7 @@ pub struct AdmissionRequest<'a, O> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub user_info: Option<&'a RawValue>,
     /// The object as it will be stored (absent for DELETE).
-    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<O>,
     /// The object before an UPDATE or DELETE; not read by decisions.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -90,10 +90,6 @@ pub struct AdmissionRequest<'a, O> {
     /// The operation's options (CreateOptions, ...); not read by decisions.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub options: Option<&'a RawValue>,
-}
-
-fn none<T>() -> Option<T> {
-    None
 }
 
 /// A group, version and kind.

@@ -85,3 +85,43 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Service, ServiceExt};
+
+    #[tokio::test]
+    async fn panics_in_call_and_in_poll_become_500() {
+        let mut in_call = CatchPanic {
+            inner: tower::service_fn(
+                |_req: Request<()>| -> std::future::Ready<Result<Response, Infallible>> {
+                    panic!("boom in call")
+                },
+            ),
+        };
+        let response = in_call
+            .ready()
+            .await
+            .expect("ready")
+            .call(Request::new(()))
+            .await;
+        assert_eq!(response.map(|r| r.status().as_u16()).ok(), Some(500));
+
+        let mut in_poll = CatchPanic {
+            inner: tower::service_fn(|_req: Request<()>| async {
+                if true {
+                    panic!("boom in poll");
+                }
+                Ok::<Response, Infallible>(Rejection::Panic.into_response())
+            }),
+        };
+        let response = in_poll
+            .ready()
+            .await
+            .expect("ready")
+            .call(Request::new(()))
+            .await;
+        assert_eq!(response.map(|r| r.status().as_u16()).ok(), Some(500));
+    }
+}

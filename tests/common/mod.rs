@@ -301,3 +301,30 @@ pub fn image_review(namespace: &str, images: &[&str]) -> String {
     })
     .to_string()
 }
+
+/// Writes raw bytes on a fresh TLS (HTTP/1.1) connection and reads until the server closes or
+/// `max` bytes arrive: for requests a well-behaved client cannot send (a body that never comes).
+pub async fn raw_http1(server: &TestServer, request: &[u8], max: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector =
+        tokio_rustls::TlsConnector::from(tls_client_config(&server.ca_pem, b"http/1.1"));
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    tls.write_all(request).await.expect("write");
+    tls.flush().await.expect("flush");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < max {
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
