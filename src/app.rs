@@ -2,8 +2,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::sync::Arc;
+
+use crate::cache::{CacheLayer, Cached, DecisionCache};
 use crate::config::{Config, ConfigError};
-use crate::policy::Policies;
+use crate::policy::{Decision, Policies, PolicyService};
 
 /// Shared state, built once from a validated configuration.
 #[derive(Debug)]
@@ -11,7 +14,11 @@ pub struct App {
     /// The configuration it was built from.
     pub config: Config,
     /// Image and admission policies.
-    pub policies: Policies,
+    pub policies: Arc<Policies>,
+    /// The policy decision behind its TTL cache (shared by /image_policy and /validate).
+    pub decisions: Cached<PolicyService, Arc<Decision>>,
+    /// The cache itself, to empty on reload.
+    pub decision_cache: DecisionCache<Arc<Decision>>,
     /// False once draining: `/readyz` answers 503 so load balancers stop sending.
     ready: AtomicBool,
 }
@@ -31,8 +38,17 @@ impl App {
                 "/mutate is not implemented in this build yet; set it to false",
             ));
         }
+        let policies = Arc::new(crate::policy::config::compile(
+            &config.policies,
+            config.break_glass.as_ref(),
+        )?);
+        let decision_cache = DecisionCache::new(&config.cache);
+        let decisions =
+            tower::Layer::layer(&CacheLayer::new(decision_cache.clone()), PolicyService);
         Ok(Self {
-            policies: Policies::default(),
+            policies,
+            decisions,
+            decision_cache,
             config,
             ready: AtomicBool::new(true),
         })

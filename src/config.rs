@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cache::CacheConfig;
+use crate::policy::config::{BreakGlassConfig, PolicyConfig};
 use crate::units::{ByteSize, HumanDuration};
 
 /// Why a configuration could not be used.
@@ -68,6 +70,14 @@ pub struct Config {
     /// Which webhooks are served; a disabled route answers 404.
     #[serde(deserialize_with = "null_as_default")]
     pub routes: Routes,
+    /// The annotation value that lets a request through image policies (off when absent).
+    pub break_glass: Option<BreakGlassConfig>,
+    /// Image and label policies, in order; none means the built-in latest-tag rule.
+    #[serde(deserialize_with = "null_as_default")]
+    pub policies: Vec<PolicyConfig>,
+    /// The decision cache.
+    #[serde(deserialize_with = "null_as_default")]
+    pub cache: CacheConfig,
 }
 
 /// A section left empty (`tls:` with every key commented out) is YAML null: read it as defaults.
@@ -87,6 +97,9 @@ impl Default for Config {
             limits: Limits::default(),
             log: LogConfig::default(),
             routes: Routes::default(),
+            break_glass: None,
+            policies: Vec::new(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -231,6 +244,12 @@ impl Config {
         if self.limits.request_timeout.0.is_zero() {
             return Err(ConfigError::invalid(
                 "limits.request_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.cache.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "cache.max_entries",
                 "must be greater than 0",
             ));
         }

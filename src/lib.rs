@@ -5,6 +5,7 @@
 //! → [`review`] (decode) → [`policy`] (decide) → [`review`] (encode).
 
 pub mod app;
+pub mod cache;
 pub mod certs;
 pub mod cli;
 pub mod config;

@@ -56,7 +56,7 @@ impl Glob {
 }
 
 /// Iterative glob matching with single-star backtracking: linear in practice, no recursion.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {

@@ -37,8 +37,9 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
             })
             .collect(),
         labels: None,
+        annotations: vec![&spec.annotations],
     };
-    let decision = app.policies.decide(&subject);
+    let decision = super::decide(app, &subject, "image_policy").await;
     let answer = ImageReview {
         api_version: review.api_version,
         kind: ImageReviewKind::ImageReview,

@@ -16,6 +16,7 @@ use http::Request;
 
 use crate::app::App;
 use crate::error::{Rejection, Response};
+use crate::policy::{Decision, PolicyInput, Subject};
 use crate::router::Route;
 
 /// Dispatches a request, its route already resolved, to its handler.
@@ -58,4 +59,24 @@ impl tower::Service<Request<Bytes>> for Handlers {
             Ok(answer.unwrap_or_else(Rejection::into_response))
         })
     }
+}
+
+/// Runs the policies (through the decision cache) and logs what must be logged on every request,
+/// hit or miss: audit-only violations and break-glass use.
+pub(crate) async fn decide(app: &App, subject: &Subject<'_>, route: &'static str) -> Arc<Decision> {
+    use tower::ServiceExt;
+    let input = PolicyInput {
+        subject,
+        policies: &app.policies,
+    };
+    let decision = crate::cache::infallible(app.decisions.clone().oneshot(&input).await);
+    if let Some(ticket) = &decision.break_glass {
+        tracing::warn!(route, namespace = subject.namespace, kind = subject.kind, ticket = %ticket, "break-glass annotation bypassed image policies");
+    }
+    for (key, violations) in &decision.audit {
+        if key != "break-glass" {
+            tracing::info!(route, namespace = subject.namespace, kind = subject.kind, policy = %key, violations = %violations, "audit-only policy violated");
+        }
+    }
+    decision
 }

@@ -12,13 +12,16 @@ use crate::review::admission::{
     decode_admission, encode_response, AdmissionRequest, AdmissionResponse, Operation, Status,
 };
 use crate::review::object::{ObjectView, PodLocation};
+use crate::review::StrMap;
+
+static NO_LABELS: StrMap<'static> = StrMap::new();
 
 /// Decodes, decides and answers one review.
 pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     let admission = decode_admission(body)?;
     let request = &admission.request;
     let subject = subject(request);
-    let decision = app.policies.decide(&subject);
+    let decision = super::decide(app, &subject, "validate").await;
     let response = admission_response(&request.uid, &decision);
     let bytes = encode_response(admission.api_version, response)?;
     Ok(json_response(StatusCode::OK, Bytes::from(bytes)))
@@ -28,9 +31,9 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
 pub fn subject<'a>(request: &'a AdmissionRequest<'a, ObjectView<'a>>) -> Subject<'a> {
     let object = request.object.as_ref();
     let location = PodLocation::for_kind(&request.kind.group, &request.kind.kind);
-    let images = match (object, location) {
-        (Some(object), Some(location)) => object
-            .pod(location)
+    let pod = object.zip(location).map(|(o, l)| o.pod(l));
+    let images = match &pod {
+        Some(pod) => pod
             .spec
             .map(|spec| {
                 spec.containers()
@@ -44,8 +47,21 @@ pub fn subject<'a>(request: &'a AdmissionRequest<'a, ObjectView<'a>>) -> Subject
                     .collect()
             })
             .unwrap_or_default(),
-        _ => Vec::new(),
+        None => Vec::new(),
     };
+    // Break glass may sit on the object or, for workloads, on the pods it will create.
+    let mut annotations = Vec::new();
+    if let Some(a) = object.and_then(|o| o.metadata.annotations.as_ref()) {
+        annotations.push(a);
+    }
+    if let Some(a) = pod
+        .as_ref()
+        .filter(|p| p.location != PodLocation::Pod)
+        .and_then(|p| p.metadata)
+        .and_then(|m| m.annotations.as_ref())
+    {
+        annotations.push(a);
+    }
     let namespace = request
         .namespace
         .as_deref()
@@ -56,7 +72,13 @@ pub fn subject<'a>(request: &'a AdmissionRequest<'a, ObjectView<'a>>) -> Subject
         kind: &request.kind.kind,
         namespace,
         images,
-        labels: object.and_then(|o| o.metadata.labels.as_ref()),
+        // Absent or null labels are an empty map: label rules still apply (unlike an ImageReview).
+        labels: Some(
+            object
+                .and_then(|o| o.metadata.labels.as_ref())
+                .unwrap_or(&NO_LABELS),
+        ),
+        annotations,
     }
 }
 

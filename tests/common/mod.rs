@@ -35,6 +35,8 @@ pub struct TestServer {
     pub ca_pem: String,
     /// Holds the generated files.
     pub dir: tempfile::TempDir,
+    /// The server's shared state (for counters).
+    pub app: Arc<gatehouse::app::App>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -83,6 +85,7 @@ impl TestServer {
         install_provider();
         let bound = gatehouse::server::bind(config, false).await.expect("bind");
         let addr = bound.local_addr();
+        let app = bound.app().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bound.serve(async {
             let _ = rx.await;
@@ -91,6 +94,7 @@ impl TestServer {
             addr,
             ca_pem,
             dir,
+            app,
             shutdown: Some(tx),
             handle: Some(handle),
         }

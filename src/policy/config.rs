@@ -1,0 +1,240 @@
+//! `policies:` and `break_glass:` as written in config, and their compilation into [`Policies`].
+//! Everything an operator can get wrong is refused here, naming the policy and the key.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Deserializer};
+
+use super::{Enforcement, LabelRule, Policies, Policy};
+use crate::config::ConfigError;
+use crate::matching::{glob_match, Match};
+use crate::reference::RefPattern;
+
+/// `break_glass:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassConfig {
+    /// The value an annotation in the `*.image-policy.k8s.io/` family must have.
+    pub value: String,
+}
+
+/// One entry of `policies:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Unique name, shown in every message; lowercase letters, digits, '-' and '.'.
+    pub name: String,
+    /// `deny` (default), `warn` or `audit`.
+    #[serde(default)]
+    pub enforcement: Enforcement,
+    /// Which requests it applies to.
+    #[serde(default, rename = "match")]
+    pub match_: Match,
+    /// Image rules.
+    #[serde(default)]
+    pub images: Option<ImageRulesConfig>,
+    /// Label rules.
+    #[serde(default)]
+    pub labels: Option<LabelRulesConfig>,
+}
+
+/// `images:` of a policy.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageRulesConfig {
+    /// Refuse images without a digest whose tag is `latest` or absent.
+    pub deny_latest: bool,
+    /// Only images under these registries/repositories (whole path segments; `/*` = below).
+    pub allowed_registries: Option<Vec<RefPattern>>,
+    /// Require an `@sha256:` digest.
+    pub require_digest: bool,
+    /// Refuse images under these registries/repositories.
+    pub denied: Vec<RefPattern>,
+}
+
+/// `labels:` of a policy.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelRulesConfig {
+    /// Label key → value glob (`*` any value, `?*` non-empty, or a literal/glob value).
+    pub required: BTreeMap<String, ValueGlob>,
+}
+
+/// A glob over a label value: `*` any run, `?` one character.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueGlob(pub String);
+
+impl<'de> Deserialize<'de> for ValueGlob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        // Label values: up to 63 of [A-Za-z0-9._-], plus the glob characters.
+        let ok = s.len() <= 63
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'*' | b'?')
+            });
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{s:?} is not a label value or glob (up to 63 of A-Z a-z 0-9 . _ - plus * and ?)"
+            )))
+        }
+    }
+}
+
+impl ValueGlob {
+    /// True when `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        glob_match(self.0.as_bytes(), value.as_bytes())
+    }
+}
+
+/// Policy names become audit-annotation keys (`policy-<name>`, at most 63 characters).
+const MAX_NAME: usize = 56;
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .as_bytes()
+            .last()
+            .is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A label key: optional DNS-subdomain prefix and '/', then a name of up to 63 characters.
+fn valid_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .as_bytes()
+            .last()
+            .is_some_and(u8::is_ascii_alphanumeric);
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+    });
+    name_ok && prefix_ok
+}
+
+/// Compiles configured policies; none configured means the built-in latest-tag rule.
+pub fn compile(
+    configs: &[PolicyConfig],
+    break_glass: Option<&BreakGlassConfig>,
+) -> Result<Policies, ConfigError> {
+    let break_glass = match break_glass {
+        Some(b) if b.value.trim().is_empty() => {
+            return Err(ConfigError::invalid(
+                "break_glass.value",
+                "must not be empty",
+            ))
+        }
+        Some(b) => Some(b.value.clone()),
+        None => None,
+    };
+    if configs.is_empty() {
+        return Ok(Policies::new(
+            vec![Policy::builtin_no_latest()],
+            break_glass,
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut policies = Vec::with_capacity(configs.len());
+    for (i, c) in configs.iter().enumerate() {
+        let at = |key: &str| format!("policies[{i}] ({:?}).{key}", c.name);
+        if !valid_name(&c.name) {
+            return Err(ConfigError::invalid(
+                at("name"),
+                format!("must be 1 to {MAX_NAME} lowercase letters, digits, '-' or '.', starting and ending alphanumeric"),
+            ));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(ConfigError::invalid(
+                at("name"),
+                "another policy has this name",
+            ));
+        }
+        let images = c.images.clone().unwrap_or_default();
+        if images
+            .allowed_registries
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            return Err(ConfigError::invalid(
+                at("images.allowed_registries"),
+                "an empty list admits no image; list registries or remove the key",
+            ));
+        }
+        let labels = c.labels.clone().unwrap_or_default();
+        let mut label_rules = Vec::with_capacity(labels.required.len());
+        for (key, value) in labels.required {
+            if !valid_label_key(&key) {
+                return Err(ConfigError::invalid(
+                    at(&format!("labels.required.{key}")),
+                    "not a valid label key",
+                ));
+            }
+            label_rules.push(LabelRule { key, value });
+        }
+        let checks_images = images.deny_latest
+            || images.allowed_registries.is_some()
+            || images.require_digest
+            || !images.denied.is_empty();
+        if !checks_images && label_rules.is_empty() {
+            return Err(ConfigError::invalid(
+                at("images"),
+                "the policy checks nothing: set images (deny_latest, allowed_registries, require_digest, denied) or labels.required",
+            ));
+        }
+        policies.push(Policy {
+            name: c.name.clone(),
+            enforcement: c.enforcement,
+            match_: c.match_.clone(),
+            deny_latest: images.deny_latest,
+            allowed_registries: images.allowed_registries,
+            require_digest: images.require_digest,
+            denied: images.denied,
+            labels: label_rules,
+        });
+    }
+    Ok(Policies::new(policies, break_glass))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_label_keys() {
+        assert!(valid_name("no-latest-tag"));
+        assert!(valid_name("a.b"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("Bad"));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name(&"a".repeat(57)));
+        assert!(valid_label_key("team"));
+        assert!(valid_label_key("app.kubernetes.io/managed-by"));
+        assert!(!valid_label_key("/x"));
+        assert!(!valid_label_key("a b"));
+        assert!(!valid_label_key(&"a".repeat(64)));
+    }
+}

@@ -1,0 +1,804 @@
+//! Policies as configuration, over real TLS, through /image_policy and /validate with both
+//! AdmissionReview versions: allow, deny, warn, audit, break glass, exclusions, workloads, cache.
+
+mod common;
+
+use common::{Proto, TestServer, BOTH};
+use serde_json::{json, Value};
+
+const V1: &str = "admission.k8s.io/v1";
+const V1BETA1: &str = "admission.k8s.io/v1beta1";
+const VERSIONS: [&str; 2] = [V1, V1BETA1];
+
+fn example_yaml() -> String {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/policies.yaml");
+    std::fs::read_to_string(path).expect("config/examples/policies.yaml")
+}
+
+/// An AdmissionReview for any object.
+fn review(
+    version: &str,
+    uid: &str,
+    gvk: (&str, &str),
+    namespace: &str,
+    operation: &str,
+    object: Value,
+) -> String {
+    let (group, kind) = gvk;
+    json!({
+        "apiVersion": version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": format!("{}s", kind.to_lowercase())},
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "alice"},
+            "object": object
+        }
+    })
+    .to_string()
+}
+
+fn labelled_pod(images: &[&str], labels: Value, annotations: Value) -> Value {
+    let containers: Vec<Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "labels": labels, "annotations": annotations},
+        "spec": {"containers": containers}
+    })
+}
+
+fn good_labels() -> Value {
+    json!({"example-validation": "true", "team": "sre"})
+}
+
+fn pod(images: &[&str]) -> Value {
+    labelled_pod(images, good_labels(), json!({}))
+}
+
+fn image_review(namespace: &str, images: &[&str], annotations: Value) -> String {
+    let containers: Vec<Value> = images.iter().map(|i| json!({"image": i})).collect();
+    json!({
+        "apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview",
+        "metadata": {"creationTimestamp": null},
+        "spec": {"containers": containers, "annotations": annotations, "namespace": namespace},
+        "status": {"allowed": false}
+    })
+    .to_string()
+}
+
+/// What a validating answer says, checked for the invariants every answer must keep.
+struct Verdict {
+    allowed: bool,
+    message: String,
+    warnings: Vec<String>,
+    audit: Value,
+}
+
+async fn validate(client: &mut common::Client, version: &str, uid: &str, body: String) -> Verdict {
+    let answer = client.post_json("/validate?timeout=10s", body).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let json = answer.json();
+    assert_eq!(json["apiVersion"], version);
+    assert_eq!(json["kind"], "AdmissionReview");
+    let response = &json["response"];
+    assert_eq!(response["uid"], uid);
+    assert!(response.get("patch").is_none() && response.get("patchType").is_none());
+    let allowed = response["allowed"].as_bool().expect("allowed");
+    let message = response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if !allowed {
+        assert_eq!(response["status"]["code"], 403);
+    }
+    let warnings = response["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Verdict {
+        allowed,
+        message,
+        warnings,
+        audit: response["auditAnnotations"].clone(),
+    }
+}
+
+async fn image_policy(client: &mut common::Client, body: String) -> (bool, String, Value) {
+    let answer = client.post_json("/image_policy?timeout=30s", body).await;
+    assert_eq!(answer.status, 200);
+    let json = answer.json();
+    assert_eq!(json["apiVersion"], "imagepolicy.k8s.io/v1alpha1");
+    assert_eq!(json["kind"], "ImageReview");
+    let status = &json["status"];
+    (
+        status["allowed"].as_bool().expect("allowed"),
+        status["reason"].as_str().unwrap_or_default().to_owned(),
+        status["auditAnnotations"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn seed_002_only_images_from_registry_my_com() {
+    let yaml = "policies:\n  - name: only-mine\n    images:\n      allowed_registries: [registry.my.com]\n";
+    let server = TestServer::start(yaml).await;
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        let (allowed, reason, _) = image_policy(
+            &mut client,
+            image_review("default", &["prometheus:2.6.1"], json!({})),
+        )
+        .await;
+        assert!(!allowed);
+        assert!(
+            reason.contains("docker.io/library/prometheus") && reason.contains("registry.my.com"),
+            "{reason}"
+        );
+        let (allowed, _, _) = image_policy(
+            &mut client,
+            image_review("default", &["registry.my.com/prometheus:2.6.1"], json!({})),
+        )
+        .await;
+        assert!(allowed);
+        for version in VERSIONS {
+            let body = review(
+                version,
+                "u1",
+                ("", "Pod"),
+                "default",
+                "CREATE",
+                pod(&["prometheus:2.6.1"]),
+            );
+            let v = validate(&mut client, version, "u1", body).await;
+            assert!(!v.allowed);
+            assert!(
+                v.message.contains("not from an allowed registry")
+                    && v.message.contains("only-mine"),
+                "{}",
+                v.message
+            );
+            let body = review(
+                version,
+                "u2",
+                ("", "Pod"),
+                "default",
+                "CREATE",
+                pod(&["registry.my.com/prometheus:2.6.1"]),
+            );
+            assert!(validate(&mut client, version, "u2", body).await.allowed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn example_allows_a_compliant_pod_without_warnings() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http2).await;
+    for version in VERSIONS {
+        let body = review(
+            version,
+            "ok",
+            ("", "Pod"),
+            "default",
+            "CREATE",
+            pod(&["registry.my.com/app:1.0", "ghcr.io/acme/tool:2"]),
+        );
+        let v = validate(&mut client, version, "ok", body).await;
+        assert!(v.allowed, "{}", v.message);
+        assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    }
+    let (allowed, reason, _) = image_policy(
+        &mut client,
+        image_review("default", &["registry.my.com/app:1.0"], json!({})),
+    )
+    .await;
+    assert!(allowed, "{reason}");
+}
+
+#[tokio::test]
+async fn example_denials_name_policy_container_and_image_and_report_all() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    for version in VERSIONS {
+        // Latest tag (docker.io/library is a trusted registry, so only one policy objects).
+        let body = review(
+            version,
+            "d1",
+            ("", "Pod"),
+            "default",
+            "CREATE",
+            pod(&["nginx"]),
+        );
+        let v = validate(&mut client, version, "d1", body).await;
+        assert!(!v.allowed);
+        assert!(
+            v.message
+                .contains("Images using latest tag are not allowed"),
+            "{}",
+            v.message
+        );
+        assert!(
+            v.message.contains("container \"c0\"") && v.message.contains("\"nginx\""),
+            "{}",
+            v.message
+        );
+        assert!(v.message.contains("no-latest-tag"), "{}", v.message);
+        assert!(!v.message.contains("trusted-registries"), "{}", v.message);
+
+        // Two policies object to one image: both are reported.
+        let body = review(
+            version,
+            "d2",
+            ("", "Pod"),
+            "default",
+            "CREATE",
+            pod(&["quay.io/evil/miner:1"]),
+        );
+        let v = validate(&mut client, version, "d2", body).await;
+        assert!(!v.allowed);
+        assert!(
+            v.message.contains("trusted-registries") && v.message.contains("blocked"),
+            "{}",
+            v.message
+        );
+        assert!(v.message.contains("quay.io/evil/*"), "{}", v.message);
+
+        // Look-alike hosts and orgs do not pass as trusted ones.
+        for image in [
+            "registry.my.com.evil.io/app:1.0",
+            "registry.my.com:5000/app:1.0",
+            "ghcr.io/acme-evil/app:1",
+        ] {
+            let body = review(
+                version,
+                "d3",
+                ("", "Pod"),
+                "default",
+                "CREATE",
+                pod(&[image]),
+            );
+            let v = validate(&mut client, version, "d3", body).await;
+            assert!(!v.allowed, "{image} must not pass as trusted");
+            assert!(v.message.contains("trusted-registries"), "{}", v.message);
+        }
+
+        // An image that does not parse is denied with the reason, never allowed.
+        let body = review(
+            version,
+            "d4",
+            ("", "Pod"),
+            "default",
+            "CREATE",
+            pod(&["Registry.my.com/App:1"]),
+        );
+        let v = validate(&mut client, version, "d4", body).await;
+        assert!(!v.allowed);
+        assert!(
+            v.message.contains("invalid image reference"),
+            "{}",
+            v.message
+        );
+    }
+    let (allowed, reason, _) = image_policy(
+        &mut client,
+        image_review(
+            "default",
+            &["nginx:1.25", "docker.io/library/busybox:1.36"],
+            json!({}),
+        ),
+    )
+    .await;
+    assert!(!allowed);
+    assert!(
+        reason.contains("blocked") && reason.contains("busybox"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn prod_requires_digests() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    let pinned = format!("registry.my.com/app@sha256:{}", "c".repeat(64));
+    for version in VERSIONS {
+        let body = review(
+            version,
+            "p1",
+            ("", "Pod"),
+            "prod",
+            "CREATE",
+            pod(&["registry.my.com/app:1.0"]),
+        );
+        let v = validate(&mut client, version, "p1", body).await;
+        assert!(!v.allowed);
+        assert!(
+            v.message.contains("without a digest") && v.message.contains("prod-digests"),
+            "{}",
+            v.message
+        );
+        let body = review(
+            version,
+            "p2",
+            ("", "Pod"),
+            "prod",
+            "CREATE",
+            pod(&[&pinned]),
+        );
+        assert!(validate(&mut client, version, "p2", body).await.allowed);
+        // Other namespaces do not need digests.
+        let body = review(
+            version,
+            "p3",
+            ("", "Pod"),
+            "staging",
+            "CREATE",
+            pod(&["registry.my.com/app:1.0"]),
+        );
+        assert!(validate(&mut client, version, "p3", body).await.allowed);
+    }
+    let (allowed, reason, _) = image_policy(
+        &mut client,
+        image_review("prod", &["registry.my.com/app:1.0"], json!({})),
+    )
+    .await;
+    assert!(!allowed && reason.contains("prod-digests"), "{reason}");
+}
+
+#[tokio::test]
+async fn excluded_namespaces_skip_only_the_policies_that_exclude_them() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http2).await;
+    for version in VERSIONS {
+        // kube-system is excluded from no-latest-tag and trusted-registries...
+        let body = review(
+            version,
+            "k1",
+            ("", "Pod"),
+            "kube-system",
+            "CREATE",
+            pod(&["k8s.gcr.io/coredns"]),
+        );
+        let v = validate(&mut client, version, "k1", body).await;
+        assert!(v.allowed, "{}", v.message);
+        // ...but not from blocked.
+        let body = review(
+            version,
+            "k2",
+            ("", "Pod"),
+            "kube-system",
+            "CREATE",
+            pod(&["busybox:1.36"]),
+        );
+        let v = validate(&mut client, version, "k2", body).await;
+        assert!(!v.allowed && v.message.contains("blocked"), "{}", v.message);
+    }
+    let (allowed, _, _) = image_policy(
+        &mut client,
+        image_review("kube-system", &["k8s.gcr.io/coredns"], json!({})),
+    )
+    .await;
+    assert!(allowed);
+}
+
+#[tokio::test]
+async fn warn_policies_allow_with_warnings_on_validate_only() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    for version in VERSIONS {
+        let object = labelled_pod(&["registry.my.com/app:1"], json!({"team": ""}), json!({}));
+        let body = review(version, "w1", ("", "Pod"), "default", "CREATE", object);
+        let v = validate(&mut client, version, "w1", body).await;
+        assert!(v.allowed, "{}", v.message);
+        assert_eq!(v.warnings.len(), 2, "{:?}", v.warnings);
+        assert!(
+            v.warnings.iter().all(|w| w.contains("team-label")),
+            "{:?}",
+            v.warnings
+        );
+        assert!(v
+            .warnings
+            .iter()
+            .any(|w| w.contains("example-validation") && w.contains("\"true\"")));
+        assert!(v
+            .warnings
+            .iter()
+            .any(|w| w.contains("\"team\"") && w.contains("non-empty")));
+        // Warnings and denials together: both reported.
+        let object = labelled_pod(&["nginx"], json!(null), json!({}));
+        let body = review(version, "w2", ("", "Pod"), "default", "CREATE", object);
+        let v = validate(&mut client, version, "w2", body).await;
+        assert!(!v.allowed);
+        assert_eq!(v.warnings.len(), 2, "{:?}", v.warnings);
+    }
+    // An ImageReview carries no labels: label policies do not apply.
+    let (allowed, reason, _) = image_policy(
+        &mut client,
+        image_review("default", &["registry.my.com/app:1"], json!({})),
+    )
+    .await;
+    assert!(allowed, "{reason}");
+}
+
+#[tokio::test]
+async fn audit_policies_allow_and_record() {
+    let yaml = "policies:\n  - name: digests-audit\n    enforcement: audit\n    images:\n      require_digest: true\n";
+    let server = TestServer::start(yaml).await;
+    let mut client = server.client(Proto::Http1).await;
+    for version in VERSIONS {
+        let body = review(
+            version,
+            "a1",
+            ("", "Pod"),
+            "default",
+            "CREATE",
+            pod(&["nginx:1.25"]),
+        );
+        let v = validate(&mut client, version, "a1", body).await;
+        assert!(v.allowed);
+        assert!(v.warnings.is_empty());
+        let note = v.audit["policy-digests-audit"].as_str().unwrap_or_default();
+        assert!(note.contains("without a digest"), "{}", v.audit);
+    }
+    let (allowed, _, audit) = image_policy(
+        &mut client,
+        image_review("default", &["nginx:1.25"], json!({})),
+    )
+    .await;
+    assert!(allowed);
+    assert!(
+        audit["policy-digests-audit"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nginx:1.25"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn break_glass_bypasses_image_policies_on_both_routes_but_not_labels() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http2).await;
+    let ticket = json!({"mycluster.image-policy.k8s.io/ticket-1234": "break-glass"});
+    let (allowed, reason, audit) = image_policy(
+        &mut client,
+        image_review("default", &["nginx", "quay.io/evil/x:1"], ticket.clone()),
+    )
+    .await;
+    assert!(allowed, "{reason}");
+    let note = audit["break-glass"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("mycluster.image-policy.k8s.io/ticket-1234")
+            && note.contains("no-latest-tag"),
+        "{audit}"
+    );
+    // Keys the apiserver prefixes itself: no slash.
+    assert!(audit
+        .as_object()
+        .is_some_and(|m| m.keys().all(|k| !k.contains('/'))));
+    for version in VERSIONS {
+        let object = labelled_pod(&["nginx"], json!({}), ticket.clone());
+        let body = review(version, "b1", ("", "Pod"), "default", "CREATE", object);
+        let v = validate(&mut client, version, "b1", body).await;
+        assert!(v.allowed, "{}", v.message);
+        assert!(
+            v.warnings
+                .iter()
+                .any(|w| w.contains("break-glass") && w.contains("ticket-1234")),
+            "{:?}",
+            v.warnings
+        );
+        // Label policies are not bypassed: the team-label warnings stay.
+        assert!(
+            v.warnings.iter().any(|w| w.contains("team-label")),
+            "{:?}",
+            v.warnings
+        );
+        assert!(v.audit["break-glass"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ticket-1234"));
+        // Another value is not break glass.
+        let object = labelled_pod(
+            &["nginx"],
+            good_labels(),
+            json!({"mycluster.image-policy.k8s.io/ticket-1234": "please"}),
+        );
+        let body = review(version, "b2", ("", "Pod"), "default", "CREATE", object);
+        assert!(!validate(&mut client, version, "b2", body).await.allowed);
+    }
+    // A deny label policy is not bypassed either.
+    let yaml = "break_glass:\n  value: break-glass\npolicies:\n  - name: owner\n    labels:\n      required:\n        owner: \"?*\"\n";
+    let strict = TestServer::start(yaml).await;
+    let mut client = strict.client(Proto::Http1).await;
+    let object = labelled_pod(&["nginx:1"], json!({}), ticket);
+    let v = validate(
+        &mut client,
+        V1,
+        "b3",
+        review(V1, "b3", ("", "Pod"), "default", "CREATE", object),
+    )
+    .await;
+    assert!(!v.allowed && v.message.contains("owner"), "{}", v.message);
+}
+
+fn template(images: &[&str]) -> Value {
+    let containers: Vec<Value> = images
+        .iter()
+        .map(|i| json!({"name": "app", "image": i}))
+        .collect();
+    json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": containers}})
+}
+
+#[tokio::test]
+async fn workload_kinds_are_checked_on_their_pod_templates() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    let meta = json!({"name": "w", "labels": good_labels()});
+    let cases = [
+        (
+            ("apps", "Deployment"),
+            json!({"metadata": meta, "spec": {"replicas": 2, "template": template(&["nginx"])}}),
+        ),
+        (
+            ("apps", "StatefulSet"),
+            json!({"metadata": meta, "spec": {"template": template(&["nginx"])}}),
+        ),
+        (
+            ("apps", "DaemonSet"),
+            json!({"metadata": meta, "spec": {"template": template(&["nginx"])}}),
+        ),
+        (
+            ("apps", "ReplicaSet"),
+            json!({"metadata": meta, "spec": {"template": template(&["nginx"])}}),
+        ),
+        (
+            ("batch", "Job"),
+            json!({"metadata": meta, "spec": {"template": template(&["nginx"])}}),
+        ),
+        (
+            ("", "ReplicationController"),
+            json!({"metadata": meta, "spec": {"template": template(&["nginx"])}}),
+        ),
+        (
+            ("batch", "CronJob"),
+            json!({"metadata": meta, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template(&["nginx"])}}}}),
+        ),
+    ];
+    for version in VERSIONS {
+        for (gvk, object) in &cases {
+            let body = review(version, "wk", *gvk, "default", "CREATE", object.clone());
+            let v = validate(&mut client, version, "wk", body).await;
+            assert!(!v.allowed, "{gvk:?} with nginx must be refused at once");
+            assert!(
+                v.message
+                    .contains("Images using latest tag are not allowed"),
+                "{gvk:?}: {}",
+                v.message
+            );
+            let fixed = object.to_string().replace("\"nginx\"", "\"nginx:1.25\"");
+            let body = review(
+                version,
+                "wk",
+                *gvk,
+                "default",
+                "CREATE",
+                serde_json::from_str(&fixed).expect("json"),
+            );
+            let v = validate(&mut client, version, "wk", body).await;
+            assert!(v.allowed, "{gvk:?}: {}", v.message);
+        }
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_containers_are_checked_on_their_subresource() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    for version in VERSIONS {
+        let mut object = pod(&["registry.my.com/app:1"]);
+        object["spec"]["ephemeralContainers"] =
+            json!([{"name": "debugger", "image": "busybox:1.36"}]);
+        let mut body: Value = serde_json::from_str(&review(
+            version,
+            "e1",
+            ("", "Pod"),
+            "default",
+            "UPDATE",
+            object,
+        ))
+        .expect("json");
+        body["request"]["subResource"] = "ephemeralcontainers".into();
+        let v = validate(&mut client, version, "e1", body.to_string()).await;
+        assert!(!v.allowed);
+        assert!(
+            v.message.contains("ephemeral container \"debugger\"") && v.message.contains("blocked"),
+            "{}",
+            v.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn dry_run_is_decided_the_same() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    let mut body: Value = serde_json::from_str(&review(
+        V1,
+        "dr",
+        ("", "Pod"),
+        "default",
+        "CREATE",
+        pod(&["nginx"]),
+    ))
+    .expect("json");
+    body["request"]["dryRun"] = true.into();
+    assert!(
+        !validate(&mut client, V1, "dr", body.to_string())
+            .await
+            .allowed
+    );
+}
+
+/// Same decision input, different uid and generated name: the second answer comes from the
+/// cache and is identical but for the uid.
+#[tokio::test]
+async fn cache_hits_are_indistinguishable_from_misses() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    let cases = [
+        (
+            "allow",
+            labelled_pod(&["registry.my.com/app:1"], good_labels(), json!({})),
+        ),
+        ("deny", labelled_pod(&["nginx"], good_labels(), json!({}))),
+        (
+            "warn",
+            labelled_pod(&["registry.my.com/app:1"], json!({"app": "x"}), json!({})),
+        ),
+    ];
+    for (what, object) in cases {
+        for (version, namespace) in [(V1, "team-a"), (V1BETA1, "team-b")] {
+            let before = server.app.policies.evaluations();
+            let mut first_object = object.clone();
+            first_object["metadata"]["name"] = "web-7d4b9-abcde".into();
+            let first = client
+                .post_json(
+                    "/validate",
+                    review(
+                        version,
+                        "first",
+                        ("", "Pod"),
+                        namespace,
+                        "CREATE",
+                        first_object,
+                    ),
+                )
+                .await
+                .json();
+            let mut second_object = object.clone();
+            second_object["metadata"]["name"] = "web-7d4b9-fghij".into();
+            let second = client
+                .post_json(
+                    "/validate",
+                    review(
+                        version,
+                        "second",
+                        ("", "Pod"),
+                        namespace,
+                        "CREATE",
+                        second_object,
+                    ),
+                )
+                .await
+                .json();
+            assert_eq!(
+                server.app.policies.evaluations() - before,
+                1,
+                "{what}: the second answer must be a cache hit"
+            );
+            assert_eq!(first["response"]["uid"], "first");
+            assert_eq!(second["response"]["uid"], "second");
+            let mut expected = first.clone();
+            expected["response"]["uid"] = "second".into();
+            assert_eq!(second, expected, "{what} {version}");
+        }
+    }
+    // A label the policies do not read does not split the cache; one they read does.
+    let before = server.app.policies.evaluations();
+    let mut a = labelled_pod(&["registry.my.com/app:2"], good_labels(), json!({}));
+    a["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = "db-0".into();
+    let mut b = a.clone();
+    b["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = "db-1".into();
+    let mut c = a.clone();
+    c["metadata"]["labels"]["team"] = "dba".into();
+    for (uid, object) in [("a", a), ("b", b), ("c", c)] {
+        validate(
+            &mut client,
+            V1,
+            uid,
+            review(V1, uid, ("", "Pod"), "default", "CREATE", object),
+        )
+        .await;
+    }
+    assert_eq!(server.app.policies.evaluations() - before, 2);
+}
+
+#[tokio::test]
+async fn concurrent_identical_misses_are_decided_once() {
+    let server = std::sync::Arc::new(TestServer::start(&example_yaml()).await);
+    let before = server.app.policies.evaluations();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = server.client(Proto::Http2).await;
+            let uid = format!("c{i}");
+            let body = review(
+                V1,
+                &uid,
+                ("", "Pod"),
+                "default",
+                "CREATE",
+                pod(&["registry.my.com/burst:1"]),
+            );
+            validate(&mut client, V1, &uid, body).await.allowed
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.expect("task"));
+    }
+    assert_eq!(server.app.policies.evaluations() - before, 1);
+}
+
+#[test]
+fn config_mistakes_stop_startup_naming_policy_and_key() {
+    use gatehouse::config::Config;
+    let load = |yaml: &str| -> String {
+        match Config::from_yaml(yaml, "x.yaml").map(gatehouse::app::App::new) {
+            Err(e) => e.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Ok(Ok(_)) => panic!("accepted: {yaml}"),
+        }
+    };
+    let cases = [
+        ("policies:\n  - name: a\n    match:\n      namespaces: [\"Prod[\"]\n    images:\n      deny_latest: true\n", "Prod["),
+        ("policies:\n  - name: a\n    enforcement: maybe\n    images:\n      deny_latest: true\n", "maybe"),
+        ("policies:\n  - name: \"\"\n    images:\n      deny_latest: true\n", "policies[0]"),
+        ("policies:\n  - name: a\n    images:\n      deny_latest: true\n  - name: a\n    images:\n      require_digest: true\n", "policies[1] (\"a\").name"),
+        ("policies:\n  - name: a\n    images:\n      allowed_registries: [\"Registry.My.Com/X\"]\n", "Registry.My.Com/X"),
+        ("policies:\n  - name: a\n    images:\n      allowed_registries: []\n", "allowed_registries"),
+        ("policies:\n  - name: a\n    match:\n      kinds: [Pod]\n", "checks nothing"),
+        ("policies:\n  - name: a\n    images:\n      deny_lates: true\n", "deny_lates"),
+        ("policies:\n  - name: a\n    labels:\n      required:\n        \"bad key!\": x\n", "bad key!"),
+        ("break_glass:\n  value: \"\"\n", "break_glass.value"),
+    ];
+    for (yaml, needle) in cases {
+        let message = load(yaml);
+        assert!(message.contains(needle), "{yaml:?}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn example_config_runs() {
+    let server = TestServer::start(&example_yaml()).await;
+    assert_eq!(server.app.policies.policies().len(), 5);
+    let answer = server.client(Proto::Http1).await.get("/readyz").await;
+    assert_eq!(answer.status, 200);
+}
