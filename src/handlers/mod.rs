@@ -5,6 +5,8 @@ mod health;
 mod image_policy;
 mod validate;
 
+pub use validate::subject as validate_subject;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;

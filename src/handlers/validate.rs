@@ -9,9 +9,9 @@ use crate::app::App;
 use crate::error::{json_response, Rejection, Response};
 use crate::policy::{Decision, ImageUse, Subject};
 use crate::review::admission::{
-    decode_admission, encode_response, AdmissionRequest, AdmissionResponse, Operation, Status,
+    decode_admission, encode_response, AdmissionResponse, Operation, RequestView, Status,
 };
-use crate::review::object::{ObjectView, PodLocation};
+use crate::review::object::PodLocation;
 use crate::review::StrMap;
 
 static NO_LABELS: StrMap<'static> = StrMap::new();
@@ -28,7 +28,7 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
 }
 
 /// Projects a request onto what policies read.
-pub fn subject<'a>(request: &'a AdmissionRequest<'a, ObjectView<'a>>) -> Subject<'a> {
+pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
     let object = request.object.as_ref();
     let location = PodLocation::for_kind(&request.kind.group, &request.kind.kind);
     let pod = object.zip(location).map(|(o, l)| o.pod(l));

@@ -236,16 +236,52 @@ impl<'a, O> AdmissionRequest<'a, O> {
     }
 }
 
-/// The envelope and request of an AdmissionReview whose object is projected for decisions.
-#[derive(Debug)]
+/// What decisions read of an AdmissionReview, from either decode path.
+#[derive(Debug, PartialEq)]
 pub struct Admission<'a> {
     /// Echoed in the answer.
     pub api_version: AdmissionApiVersion,
     /// The request.
-    pub request: AdmissionRequest<'a, ObjectView<'a>>,
+    pub request: RequestView<'a>,
 }
 
-/// Decodes an AdmissionReview in one pass, projecting the object.
+/// The fields of `request` that decisions and answers read; the rest is skipped.
+#[derive(Debug, Default, PartialEq)]
+pub struct RequestView<'a> {
+    /// Echoed as `response.uid`.
+    pub uid: Cow<'a, str>,
+    /// The object's group, version and kind.
+    pub kind: GroupVersionKind<'a>,
+    /// e.g. `ephemeralcontainers`.
+    pub sub_resource: Option<Cow<'a, str>>,
+    /// The object's name.
+    pub name: Option<Cow<'a, str>>,
+    /// The namespace.
+    pub namespace: Option<Cow<'a, str>>,
+    /// CREATE, UPDATE, DELETE, CONNECT, or anything else (not evaluated).
+    pub operation: Cow<'a, str>,
+    /// True when the apiserver will not persist the result.
+    pub dry_run: Option<bool>,
+    /// The projected object (absent for DELETE).
+    pub object: Option<ObjectView<'a>>,
+}
+
+impl<'a> From<AdmissionRequest<'a, ObjectView<'a>>> for RequestView<'a> {
+    fn from(r: AdmissionRequest<'a, ObjectView<'a>>) -> Self {
+        Self {
+            uid: r.uid,
+            kind: r.kind,
+            sub_resource: r.sub_resource,
+            name: r.name,
+            namespace: r.namespace,
+            operation: r.operation,
+            dry_run: r.dry_run,
+            object: r.object,
+        }
+    }
+}
+
+/// Decodes an AdmissionReview in one pass, projecting the object onto what decisions read.
 ///
 /// A custom resource's `spec` may have any shape (say `containers: "x"`): when the projection
 /// fails, the review is decoded again reading only metadata, which is well-formed for every
@@ -291,7 +327,7 @@ fn into_admission<'a>(
     })?;
     Ok(Admission {
         api_version: review.api_version,
-        request,
+        request: request.into(),
     })
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::StrMap;
 
 /// What decisions read of any object: metadata, and pod specs where the kind has them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct ObjectView<'a> {
     /// `metadata`.
     #[serde(borrow, default)]
@@ -19,7 +19,7 @@ pub struct ObjectView<'a> {
 }
 
 /// An object whose `spec` is not read (a kind without pods, or a spec of another shape).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct MetaOnly<'a> {
     /// `metadata`.
     #[serde(borrow, default)]
@@ -27,7 +27,7 @@ pub struct MetaOnly<'a> {
 }
 
 /// `metadata`: what policies and mutations read.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct MetaView<'a> {
     /// `metadata.name`.
     #[serde(borrow, default)]
@@ -44,7 +44,7 @@ pub struct MetaView<'a> {
 }
 
 /// A PodSpec's containers, or a workload spec's template(s).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpecView<'a> {
     /// `containers`.
@@ -65,7 +65,7 @@ pub struct SpecView<'a> {
 }
 
 /// A pod template.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct TemplateView<'a> {
     /// The pods' metadata.
     #[serde(borrow, default)]
@@ -76,7 +76,7 @@ pub struct TemplateView<'a> {
 }
 
 /// A CronJob's job template.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct JobTemplateView<'a> {
     /// The JobSpec, whose `template` holds the pods.
     #[serde(borrow, default)]
@@ -84,7 +84,7 @@ pub struct JobTemplateView<'a> {
 }
 
 /// A container: what image policies and mutations read.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerView<'a> {
     /// `name`.
