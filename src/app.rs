@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::cache::{CacheLayer, Cached, DecisionCache};
 use crate::config::{Config, ConfigError};
+use crate::mutation::Mutations;
 use crate::policy::{Decision, Policies, PolicyService};
 
 /// Shared state, built once from a validated configuration.
@@ -19,6 +20,8 @@ pub struct App {
     pub decisions: Cached<PolicyService, Arc<Decision>>,
     /// The cache itself, to empty on reload.
     pub decision_cache: DecisionCache<Arc<Decision>>,
+    /// Mutations for `/mutate`.
+    pub mutations: Mutations,
     /// False once draining: `/readyz` answers 503 so load balancers stop sending.
     ready: AtomicBool,
 }
@@ -32,12 +35,6 @@ impl App {
                 "/authenticate is not implemented in this build yet; set it to false",
             ));
         }
-        if config.routes.mutate {
-            return Err(ConfigError::invalid(
-                "routes.mutate",
-                "/mutate is not implemented in this build yet; set it to false",
-            ));
-        }
         let policies = Arc::new(crate::policy::config::compile(
             &config.policies,
             config.break_glass.as_ref(),
@@ -49,6 +46,7 @@ impl App {
             policies,
             decisions,
             decision_cache,
+            mutations: Mutations::compile(&config.mutations)?,
             config,
             ready: AtomicBool::new(true),
         })

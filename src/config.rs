@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cache::CacheConfig;
+use crate::mutation::{MutationConfig, Mutations};
 use crate::policy::config::{BreakGlassConfig, PolicyConfig};
 use crate::units::{ByteSize, HumanDuration};
 
@@ -78,6 +79,9 @@ pub struct Config {
     /// The decision cache.
     #[serde(deserialize_with = "null_as_default")]
     pub cache: CacheConfig,
+    /// What `/mutate` changes, in order.
+    #[serde(deserialize_with = "null_as_default")]
+    pub mutations: Vec<MutationConfig>,
 }
 
 /// A section left empty (`tls:` with every key commented out) is YAML null: read it as defaults.
@@ -100,6 +104,7 @@ impl Default for Config {
             break_glass: None,
             policies: Vec::new(),
             cache: CacheConfig::default(),
+            mutations: Vec::new(),
         }
     }
 }
@@ -259,6 +264,7 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        Mutations::compile(&self.mutations)?;
         Ok(())
     }
 }

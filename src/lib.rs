@@ -2,7 +2,7 @@
 //!
 //! A request reads top to bottom through these modules:
 //! [`listener`] (accept) → [`tls`] → [`stack`] (tower layers) → [`router`] → [`handlers`]
-//! → [`review`] (decode) → [`policy`] (decide) → [`review`] (encode).
+//! → [`review`] (decode) → [`policy`] or [`mutation`] (decide) → [`review`] (encode).
 
 pub mod app;
 pub mod cache;
@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod listener;
 pub mod logging;
 pub mod matching;
+pub mod mutation;
 pub mod policy;
 pub mod reference;
 pub mod review;

@@ -208,7 +208,7 @@ impl Operation {
     }
 }
 
-use super::object::{MetaOnly, ObjectView, PodLocation};
+use super::object::{MetaOnly, ObjectOnly, ObjectView, PodLocation};
 use super::{decode, DecodeError};
 
 const WHAT: &str = "AdmissionReview";
@@ -287,11 +287,19 @@ impl<'a> From<AdmissionRequest<'a, ObjectView<'a>>> for RequestView<'a> {
 /// fails, the review is decoded again reading only metadata, which is well-formed for every
 /// Kubernetes object. For kinds whose pods policies read, a malformed spec stays an error.
 pub fn decode_admission(body: &[u8]) -> Result<Admission<'_>, DecodeError> {
-    let first = match decode::<AdmissionReview<'_, ObjectView<'_>>>(WHAT, body) {
-        Ok(review) => return into_admission(review),
+    // ObjectOnly: serde would otherwise read a struct from an array, field by field.
+    let first = match decode::<AdmissionReview<'_, ObjectOnly<ObjectView<'_>>>>(WHAT, body) {
+        Ok(review) => {
+            return into_admission(AdmissionReview {
+                api_version: review.api_version,
+                kind: review.kind,
+                request: review.request.map(|r| r.map_object(|o| o.0)),
+                response: review.response,
+            })
+        }
         Err(e) => e,
     };
-    let review = decode::<AdmissionReview<'_, MetaOnly<'_>>>(WHAT, body)?;
+    let review = decode::<AdmissionReview<'_, ObjectOnly<MetaOnly<'_>>>>(WHAT, body)?;
     if let Some(request) = &review.request {
         if PodLocation::for_kind(&request.kind.group, &request.kind.kind).is_some() {
             let source = match first {
@@ -310,7 +318,7 @@ pub fn decode_admission(body: &[u8]) -> Result<Admission<'_>, DecodeError> {
         kind: review.kind,
         request: review.request.map(|r| {
             r.map_object(|o| ObjectView {
-                metadata: o.metadata,
+                metadata: o.0.metadata,
                 spec: None,
             })
         }),

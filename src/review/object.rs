@@ -2,8 +2,12 @@
 //! as the envelope, everything else skipped without allocating.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::StrMap;
 
@@ -11,10 +15,10 @@ use super::StrMap;
 #[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct ObjectView<'a> {
     /// `metadata`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "object")]
     pub metadata: MetaView<'a>,
     /// `spec`: a PodSpec for Pods, a workload spec with `template` otherwise.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub spec: Option<SpecView<'a>>,
 }
 
@@ -22,13 +26,16 @@ pub struct ObjectView<'a> {
 #[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct MetaOnly<'a> {
     /// `metadata`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "object")]
     pub metadata: MetaView<'a>,
 }
 
 /// `metadata`: what policies and mutations read.
 #[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct MetaView<'a> {
+    /// False when the object has no `metadata` at all (a patch must then create it).
+    #[serde(skip_deserializing, default = "yes")]
+    pub present: bool,
     /// `metadata.name`.
     #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
@@ -48,19 +55,19 @@ pub struct MetaView<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct SpecView<'a> {
     /// `containers`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub containers: Option<Vec<ContainerView<'a>>>,
     /// `initContainers`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub init_containers: Option<Vec<ContainerView<'a>>>,
     /// `ephemeralContainers`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
     /// `template` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, ReplicationController).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub template: Option<Box<TemplateView<'a>>>,
     /// `jobTemplate` (CronJob).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub job_template: Option<Box<JobTemplateView<'a>>>,
 }
 
@@ -68,10 +75,10 @@ pub struct SpecView<'a> {
 #[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct TemplateView<'a> {
     /// The pods' metadata.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "object")]
     pub metadata: MetaView<'a>,
     /// The PodSpec.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub spec: Option<SpecView<'a>>,
 }
 
@@ -79,8 +86,56 @@ pub struct TemplateView<'a> {
 #[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct JobTemplateView<'a> {
     /// The JobSpec, whose `template` holds the pods.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub spec: Option<SpecView<'a>>,
+}
+
+/// `T` read from a JSON object only.
+///
+/// serde's derive also reads a struct from an array (fields by position), so `"metadata": []`
+/// would project as empty metadata and a mutation would answer with a patch the apiserver cannot
+/// apply (a 500 for the user whatever the failurePolicy). Every projected struct goes through
+/// this, so an array where an object belongs is a decode error instead.
+#[derive(Debug, Default)]
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MapVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for MapVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                // Streams the entries to T's own visitor: no buffering, borrowing preserved.
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(MapVisitor(PhantomData)).map(ObjectOnly)
+    }
+}
+
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    ObjectOnly::deserialize(d).map(|o| o.0)
+}
+
+fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Option::<ObjectOnly<T>>::deserialize(d)?.map(|o| o.0))
+}
+
+fn optional_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    let list = Option::<Vec<ObjectOnly<T>>>::deserialize(d)?;
+    // Same layout, so the collect reuses the allocation.
+    Ok(list.map(|v| v.into_iter().map(|o| o.0).collect()))
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A container: what image policies and mutations read.
@@ -168,7 +223,8 @@ impl PodLocation {
 pub struct PodView<'v, 'a> {
     /// Where it is.
     pub location: PodLocation,
-    /// Pod metadata; `None` when a template has none.
+    /// Pod metadata; `None` when a workload has no template (`present` is false when the
+    /// template has no `metadata`).
     pub metadata: Option<&'v MetaView<'a>>,
     /// The PodSpec; `None` when absent.
     pub spec: Option<&'v SpecView<'a>>,

@@ -1,0 +1,405 @@
+//! `/mutate`'s decisions: which mutations apply to a request, and the RFC 6902 patch that
+//! performs them, computed from the projection ([`ObjectView`]), never from a parsed copy of
+//! the whole object.
+//!
+//! Mutations run in order on a working view (labels, annotations, each container's image and
+//! pull policy), each seeing the effect of those before it; the patch is the difference between
+//! that view and the object as received. Mutations only ever set values, and the view they
+//! produce is their own fixed point: a set-if-absent finds its value, an overwrite writes the
+//! same value again, and no rewritten image lies under a rewrite key (the config refuses such
+//! targets). So running them on their own output yields no patch, which the apiserver relies on
+//! when it reinvokes the webhook (`reinvocationPolicy: IfNeeded`).
+
+mod config;
+pub mod patch;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+pub use config::MutationConfig;
+use patch::{pointer, Op, PatchOp, PatchValue};
+
+use crate::matching::Match;
+use crate::reference::{ImageRef, RefPattern};
+use crate::review::admission::Operation;
+use crate::review::object::{ContainerList, ContainerView, ObjectView, PodLocation};
+use crate::review::StrMap;
+
+/// The audit annotation listing the mutations that changed the object.
+pub const AUDIT_MUTATIONS: &str = "mutations";
+/// The audit annotation listing rewritten images, `old -> new`.
+pub const AUDIT_IMAGE_REWRITES: &str = "image-rewrites";
+
+/// The compiled `mutations:`, in file order.
+#[derive(Debug, Default)]
+pub struct Mutations {
+    list: Vec<Mutation>,
+}
+
+/// One compiled mutation.
+#[derive(Debug)]
+struct Mutation {
+    name: String,
+    scope: Match,
+    labels: Vec<(String, String)>,
+    annotations: Vec<(String, String)>,
+    overwrite: bool,
+    /// Most specific prefix first.
+    rewrites: Vec<Rewrite>,
+    pull_policy: Option<PullPolicy>,
+}
+
+/// A container's `imagePullPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// `Always`
+    Always,
+    /// `IfNotPresent`
+    IfNotPresent,
+    /// `Never`
+    Never,
+}
+
+impl PullPolicy {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// One `rewrite_registries` entry.
+#[derive(Debug)]
+struct Rewrite {
+    /// The key, normalised.
+    from: RefPattern,
+    /// The key as written, for messages.
+    from_text: String,
+    /// The key's normalised `domain[/path]`, without any `/*`.
+    prefix: String,
+    /// Length of the key's repository path (0 for a registry).
+    path_len: usize,
+    /// The replacement for the prefix.
+    to: String,
+}
+
+impl Rewrite {
+    /// `image` with this rule's prefix replaced, keeping tag and digest; `None` when the image
+    /// is not under the prefix.
+    fn apply(&self, image: &ImageRef) -> Option<String> {
+        if !self.from.matches(image) {
+            return None;
+        }
+        // After a registry: the whole path. After a repository: "" or "/more/segments".
+        let rest = image.path().get(self.path_len..)?;
+        let mut name = String::with_capacity(self.to.len() + 1 + rest.len());
+        name.push_str(&self.to);
+        if self.path_len == 0 {
+            name.push('/');
+        }
+        name.push_str(rest);
+        Some(image.with_name(&name))
+    }
+}
+
+/// What mutations read of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'v, 'a> {
+    /// The operation.
+    pub operation: Operation,
+    /// The object's API group ("" for core).
+    pub group: &'v str,
+    /// The object's kind.
+    pub kind: &'v str,
+    /// The namespace ("" for cluster-scoped objects).
+    pub namespace: &'v str,
+    /// The projected object; `None` when the request carries none.
+    pub object: Option<&'v ObjectView<'a>>,
+}
+
+/// What the mutations did to one object.
+#[derive(Debug, Default)]
+pub struct Outcome<'m> {
+    /// The operations, empty when nothing changes.
+    pub patch: Vec<PatchOp<'m>>,
+    /// Recorded in the audit log.
+    pub audit: Vec<(&'static str, String)>,
+    /// Shown to the client.
+    pub warnings: Vec<String>,
+}
+
+impl Mutations {
+    /// True when some mutation applies to a request with this operation, kind and namespace.
+    pub fn in_scope(&self, operation: Operation, kind: &str, namespace: &str) -> bool {
+        matches!(operation, Operation::Create | Operation::Update)
+            && self
+                .list
+                .iter()
+                .any(|m| m.scope.matches(operation, kind, namespace))
+    }
+
+    /// Runs the mutations that apply to `target`, in order, and returns the patch.
+    ///
+    /// They act on the pod the object describes (a Pod, or a workload's pod template), or on
+    /// the object's own metadata for kinds without pods.
+    pub fn mutate<'m>(&'m self, target: &Target<'_, '_>) -> Outcome<'m> {
+        let mut outcome = Outcome::default();
+        let Some(object) = target.object else {
+            return outcome;
+        };
+        let (operation, kind, namespace) = (target.operation, target.kind, target.namespace);
+        if !self.in_scope(operation, kind, namespace) {
+            return outcome;
+        }
+        let location = PodLocation::for_kind(target.group, kind);
+        let (meta, spec) = match location {
+            Some(location) => {
+                let pod = object.pod(location);
+                (pod.metadata, pod.spec)
+            }
+            None => (Some(&object.metadata), None),
+        };
+        let meta_pointer = location.map_or("/metadata", PodLocation::metadata_pointer);
+        let spec_pointer = location.map_or("", PodLocation::spec_pointer);
+        let mut labels = MapEdit::new(meta.and_then(|m| m.labels.as_ref()));
+        let mut annotations = MapEdit::new(meta.and_then(|m| m.annotations.as_ref()));
+        let mut containers: Vec<ContainerEdit<'_, '_>> = spec
+            .map(|s| s.containers().map(ContainerEdit::new).collect())
+            .unwrap_or_default();
+        let mut acted = Vec::new();
+        for m in &self.list {
+            if !m.scope.matches(operation, kind, namespace) {
+                continue;
+            }
+            let mut changed = false;
+            // No metadata location means a workload without a pod template: nothing to label.
+            if meta.is_some() {
+                for (k, v) in &m.labels {
+                    changed |= labels.set(k, v, m.overwrite);
+                }
+                for (k, v) in &m.annotations {
+                    changed |= annotations.set(k, v, m.overwrite);
+                }
+            }
+            for c in &mut containers {
+                changed |= c.mutate(m, &mut outcome.warnings);
+            }
+            if changed {
+                acted.push(m.name.as_str());
+            }
+        }
+        if let Some(meta) = meta {
+            if meta.present {
+                labels.ops(&format!("{meta_pointer}/labels"), &mut outcome.patch);
+                annotations.ops(&format!("{meta_pointer}/annotations"), &mut outcome.patch);
+            } else {
+                // No metadata at all: adding `.../metadata/labels` would not apply; create it.
+                let (labels, annotations) = (labels.new_map(), annotations.new_map());
+                if labels.is_some() || annotations.is_some() {
+                    outcome.patch.push(PatchOp {
+                        op: Op::Add,
+                        path: meta_pointer.to_owned(),
+                        value: PatchValue::Metadata {
+                            labels,
+                            annotations,
+                        },
+                    });
+                }
+            }
+        }
+        let mut rewrites = Vec::new();
+        for c in containers {
+            c.ops(spec_pointer, &mut outcome.patch, &mut rewrites);
+        }
+        if !outcome.patch.is_empty() {
+            outcome.audit.push((AUDIT_MUTATIONS, acted.join(", ")));
+        }
+        if !rewrites.is_empty() {
+            outcome
+                .audit
+                .push((AUDIT_IMAGE_REWRITES, rewrites.join("; ")));
+        }
+        outcome
+    }
+}
+
+/// A label or annotation map being edited: the object's map and what the mutations set.
+struct MapEdit<'v, 'a, 'm> {
+    /// `None` when absent or null: the patch must then add the whole map.
+    original: Option<&'v StrMap<'a>>,
+    set: BTreeMap<&'m str, &'m str>,
+}
+
+impl<'v, 'a, 'm> MapEdit<'v, 'a, 'm> {
+    fn new(original: Option<&'v StrMap<'a>>) -> Self {
+        Self {
+            original,
+            set: BTreeMap::new(),
+        }
+    }
+
+    fn original(&self, key: &str) -> Option<&str> {
+        self.original.and_then(|m| m.get(key)).map(|v| v.as_ref())
+    }
+
+    /// Sets `key` unless it has a value already and `overwrite` is false; true when it changed.
+    fn set(&mut self, key: &'m str, value: &'m str, overwrite: bool) -> bool {
+        let current = match self.set.get(key) {
+            Some(v) => Some(*v),
+            None => self.original(key),
+        };
+        let change = match current {
+            Some(current) => current != value && overwrite,
+            None => true,
+        };
+        if change {
+            self.set.insert(key, value);
+        }
+        change
+    }
+
+    /// Keys whose value differs from the object's, with whether the object has the key.
+    fn changes(&self) -> impl Iterator<Item = (&'m str, &'m str, bool)> + '_ {
+        self.set
+            .iter()
+            .filter_map(|(&k, &v)| match self.original(k) {
+                Some(original) if original == v => None,
+                original => Some((k, v, original.is_some())),
+            })
+    }
+
+    /// The changes as a new map, `None` when there are none.
+    fn new_map(&self) -> Option<BTreeMap<&'m str, &'m str>> {
+        let map: BTreeMap<_, _> = self.changes().map(|(k, v, _)| (k, v)).collect();
+        (!map.is_empty()).then_some(map)
+    }
+
+    /// The operations for a map at `base` in an object whose metadata exists.
+    fn ops(&self, base: &str, out: &mut Vec<PatchOp<'m>>) {
+        if self.original.is_none() {
+            if let Some(map) = self.new_map() {
+                out.push(PatchOp {
+                    op: Op::Add,
+                    path: base.to_owned(),
+                    value: PatchValue::Map(map),
+                });
+            }
+            return;
+        }
+        for (key, value, exists) in self.changes() {
+            out.push(PatchOp {
+                op: if exists { Op::Replace } else { Op::Add },
+                path: pointer(base, key),
+                value: PatchValue::String(Cow::Borrowed(value)),
+            });
+        }
+    }
+}
+
+/// A container being edited.
+struct ContainerEdit<'v, 'a> {
+    list: ContainerList,
+    index: usize,
+    view: &'v ContainerView<'a>,
+    /// The image once rewritten.
+    image: Option<String>,
+    /// The pull policy once set.
+    pull_policy: Option<PullPolicy>,
+}
+
+impl<'v, 'a> ContainerEdit<'v, 'a> {
+    fn new((list, index, view): (ContainerList, usize, &'v ContainerView<'a>)) -> Self {
+        Self {
+            list,
+            index,
+            view,
+            image: None,
+            pull_policy: None,
+        }
+    }
+
+    /// Applies one mutation's image rules; true when something changed.
+    fn mutate(&mut self, m: &Mutation, warnings: &mut Vec<String>) -> bool {
+        let mut changed = false;
+        let current = self.image.as_deref().or(self.view.image.as_deref());
+        // An image that does not parse is left as written: /validate refuses it.
+        let parsed = match current {
+            Some(current) if !m.rewrites.is_empty() => ImageRef::parse(current).ok(),
+            _ => None,
+        };
+        if let (Some(current), Some(image)) = (current, parsed) {
+            if let Some(rewritten) = m.rewrites.iter().find_map(|r| r.apply(&image)) {
+                match ImageRef::parse(&rewritten) {
+                    Ok(_) if rewritten == current => {}
+                    Ok(_) => {
+                        self.image = Some(rewritten);
+                        changed = true;
+                    }
+                    Err(e) => warnings.push(format!(
+                        "gatehouse mutation {:?}: {} image {current:?} left as is: the rewrite \
+                         gives {e}",
+                        m.name,
+                        self.describe()
+                    )),
+                }
+            }
+        }
+        if let Some(policy) = m.pull_policy {
+            let current = match self.pull_policy {
+                Some(p) => Some(p.as_str()),
+                // "" is what an unset field looks like to the apiserver's defaulting too.
+                None => self
+                    .view
+                    .image_pull_policy
+                    .as_deref()
+                    .filter(|p| !p.is_empty()),
+            };
+            let change = match current {
+                Some(current) => current != policy.as_str() && m.overwrite,
+                None => true,
+            };
+            if change {
+                self.pull_policy = Some(policy);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// `containers[0] "app"`.
+    fn describe(&self) -> String {
+        format!("{}[{}] {:?}", self.list.field(), self.index, self.view.name)
+    }
+
+    /// The container's operations, under the PodSpec at `spec`; rewrites are reported.
+    fn ops<'m>(mut self, spec: &str, out: &mut Vec<PatchOp<'m>>, rewrites: &mut Vec<String>) {
+        let base = format!("{spec}/{}/{}", self.list.field(), self.index);
+        if let (Some(image), Some(original)) = (self.image.take(), self.view.image.as_deref()) {
+            if image != original {
+                rewrites.push(format!("{}: {original} -> {image}", self.describe()));
+                out.push(PatchOp {
+                    // The member exists: the projection read it.
+                    op: Op::Replace,
+                    path: format!("{base}/image"),
+                    value: PatchValue::String(Cow::Owned(image)),
+                });
+            }
+        }
+        if let Some(policy) = self.pull_policy {
+            if self.view.image_pull_policy.as_deref() != Some(policy.as_str()) {
+                out.push(PatchOp {
+                    // Creates the member, or replaces an empty or null one.
+                    op: Op::Add,
+                    path: format!("{base}/imagePullPolicy"),
+                    value: PatchValue::String(Cow::Borrowed(policy.as_str())),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
