@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::Arc;
 
+use crate::authn::Authenticator;
 use crate::cache::{CacheLayer, Cached, DecisionCache};
 use crate::config::{Config, ConfigError};
 use crate::mutation::Mutations;
@@ -22,6 +23,8 @@ pub struct App {
     pub decision_cache: DecisionCache<Arc<Decision>>,
     /// Mutations for `/mutate`.
     pub mutations: Mutations,
+    /// Token authentication, when `routes.authenticate` is on.
+    pub authenticator: Option<Authenticator>,
     /// False once draining: `/readyz` answers 503 so load balancers stop sending.
     ready: AtomicBool,
 }
@@ -29,12 +32,11 @@ pub struct App {
 impl App {
     /// Builds the engines; fails on a configuration that cannot be served.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        if config.routes.authenticate {
-            return Err(ConfigError::invalid(
-                "routes.authenticate",
-                "/authenticate is not implemented in this build yet; set it to false",
-            ));
-        }
+        let authenticator = if config.routes.authenticate {
+            Some(Authenticator::new(&config.authenticate.github)?)
+        } else {
+            None
+        };
         let policies = Arc::new(crate::policy::config::compile(
             &config.policies,
             config.break_glass.as_ref(),
@@ -47,6 +49,7 @@ impl App {
             decisions,
             decision_cache,
             mutations: Mutations::compile(&config.mutations)?,
+            authenticator,
             config,
             ready: AtomicBool::new(true),
         })

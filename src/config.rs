@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::authn::AuthenticateConfig;
 use crate::cache::CacheConfig;
 use crate::mutation::{MutationConfig, Mutations};
 use crate::policy::config::{BreakGlassConfig, PolicyConfig};
@@ -82,6 +83,9 @@ pub struct Config {
     /// What `/mutate` changes, in order.
     #[serde(deserialize_with = "null_as_default")]
     pub mutations: Vec<MutationConfig>,
+    /// `/authenticate`: token authentication against GitHub.
+    #[serde(deserialize_with = "null_as_default")]
+    pub authenticate: AuthenticateConfig,
 }
 
 /// A section left empty (`tls:` with every key commented out) is YAML null: read it as defaults.
@@ -105,6 +109,7 @@ impl Default for Config {
             policies: Vec::new(),
             cache: CacheConfig::default(),
             mutations: Vec::new(),
+            authenticate: AuthenticateConfig::default(),
         }
     }
 }
@@ -265,6 +270,8 @@ impl Config {
             ));
         }
         Mutations::compile(&self.mutations)?;
+        self.authenticate
+            .validate(self.routes.authenticate, self.limits.request_timeout.0)?;
         Ok(())
     }
 }

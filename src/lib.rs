@@ -5,6 +5,7 @@
 //! → [`review`] (decode) → [`policy`] or [`mutation`] (decide) → [`review`] (encode).
 
 pub mod app;
+pub mod authn;
 pub mod cache;
 pub mod certs;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The routes' handlers: decode → decide → encode, one file per webhook. Domain logic lives in
 //! the decision modules; handlers only translate between the wire and them.
 
+mod authenticate;
 mod health;
 mod image_policy;
 /// Public for the benchmark, which measures one mutation decision without HTTP.
@@ -51,15 +52,14 @@ impl tower::Service<Request<Bytes>> for Handlers {
             let route = req.extensions().get::<Route>().copied();
             let body = req.into_body();
             let answer = match route {
+                Some(Route::Authenticate) => authenticate::handle(&app, &body).await,
                 Some(Route::Validate) => validate::handle(&app, &body).await,
                 Some(Route::Mutate) => mutate::handle(&app, &body).await,
                 Some(Route::ImagePolicy) => image_policy::handle(&app, &body).await,
                 Some(Route::Healthz) => Ok(health::healthz()),
                 Some(Route::Readyz) => Ok(health::readyz(&app)),
                 // Disabled routes never resolve; this is the stack built without the router.
-                Some(Route::Authenticate) | None => {
-                    Err(Rejection::NotFound("this route".to_owned()))
-                }
+                None => Err(Rejection::NotFound("this route".to_owned())),
             };
             Ok(answer.unwrap_or_else(Rejection::into_response))
         })

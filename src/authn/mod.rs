@@ -1,0 +1,402 @@
+//! Token authentication against GitHub for `/authenticate`: token checks, the audience rule, the
+//! cache and single flight, and the mapping of a GitHub user to a Kubernetes user and groups.
+//!
+//! A review ends in one of three ways ([`Decision`]): authenticated, refused (a decision: the
+//! token is bad or its owner may not log in; cached for `negative_cache_ttl`), or unavailable
+//! (GitHub did not answer usably; never cached, here or by the apiserver, so the next request
+//! asks again).
+
+pub mod config;
+pub mod github;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+
+pub use config::{AuthenticateConfig, GithubConfig, GroupsMode};
+pub use github::GithubError;
+
+use crate::config::ConfigError;
+use config::{is_reserved, is_visible_ascii};
+use github::{Credential, Github, GithubUser};
+
+/// GitHub tokens are at most 255 characters today; anything far longer is not one.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// `status.user.extra` key carrying the GitHub numeric id.
+pub const EXTRA_GITHUB_ID: &str = "gatehouse.dev/github-id";
+/// `status.user.extra` key carrying the GitHub login.
+pub const EXTRA_GITHUB_LOGIN: &str = "gatehouse.dev/github-login";
+
+/// Why a token was refused. Never carries the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Empty, too long, or with whitespace or bytes outside visible ASCII.
+    #[error("malformed token")]
+    Malformed,
+    /// None of `token_prefixes`: not a GitHub token, so GitHub is not asked.
+    #[error("not a GitHub token (no configured prefix)")]
+    UnknownPrefix,
+    /// None of the requested audiences is one this authenticator serves.
+    #[error("no requested audience is served")]
+    Audience,
+    /// GitHub answered 401: revoked, expired or never valid.
+    #[error("GitHub rejected the token")]
+    BadCredentials,
+    /// GitHub answered 403 or 404 to `/user`.
+    #[error("GitHub would not say who owns the token")]
+    Forbidden,
+    /// Not an active member of any allowed org (pending invitations included).
+    #[error("not an active member of an allowed org")]
+    NotAMember,
+    /// The username would fall in Kubernetes' reserved `system:` namespace.
+    #[error("username would be reserved (system:)")]
+    Reserved,
+}
+
+/// A Kubernetes user built from a GitHub user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `username_prefix` + login.
+    pub username: String,
+    /// GitHub's numeric id: a login can be renamed and re-registered, an id cannot.
+    pub uid: String,
+    /// Org and team groups, prefixed, none reserved.
+    pub groups: Vec<String>,
+    /// The GitHub login.
+    pub login: String,
+}
+
+/// What the cache holds for a token: decisions only, never errors.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    /// The token's owner may log in.
+    Authenticated(Arc<Identity>),
+    /// The token's owner may not.
+    Refused(Refusal),
+}
+
+/// The outcome of one review.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    /// Log in as `identity`; `audiences` goes in `status.audiences`.
+    Authenticated {
+        /// Who.
+        identity: Arc<Identity>,
+        /// The intersection of requested and configured audiences (empty when none configured).
+        audiences: Vec<String>,
+    },
+    /// Refused: `authenticated: false` with no error.
+    Refused(Refusal),
+    /// GitHub could not be asked: `authenticated: false` with `status.error`.
+    Unavailable(Arc<GithubError>),
+}
+
+/// SHA-256 over the token and the requested audiences: the cache never holds a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey([u8; 32]);
+
+impl CacheKey {
+    /// The key for `token` asked for `audiences` (length-prefixed, so no two inputs collide by
+    /// concatenation).
+    pub fn new<A: AsRef<str>>(token: &str, audiences: &[A]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"gatehouse/authenticate/v1\0");
+        for part in std::iter::once(token).chain(audiences.iter().map(AsRef::as_ref)) {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        Self(hash.finalize().into())
+    }
+}
+
+/// Positive answers live `cache_ttl`, refusals `negative_cache_ttl`.
+struct VerdictExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl Expiry<CacheKey, Verdict> for VerdictExpiry {
+    fn expire_after_create(&self, _: &CacheKey, value: &Verdict, _: Instant) -> Option<Duration> {
+        Some(match value {
+            Verdict::Authenticated(_) => self.positive,
+            Verdict::Refused(_) => self.negative,
+        })
+    }
+}
+
+/// How GitHub users become Kubernetes users.
+#[derive(Debug)]
+struct Naming {
+    username_prefix: String,
+    group_prefix: String,
+    groups: GroupsMode,
+}
+
+/// The `/authenticate` decision engine: shared by every request.
+pub struct Authenticator {
+    github: Arc<Github>,
+    cache: Cache<CacheKey, Verdict>,
+    naming: Naming,
+    token_prefixes: Vec<String>,
+    audiences: Vec<String>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("github", &self.github)
+            .field("cached", &self.cache.entry_count())
+            .field("naming", &self.naming)
+            .field("token_prefixes", &self.token_prefixes)
+            .field("audiences", &self.audiences)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Builds the client and cache from a validated `authenticate.github`; warns about settings
+    /// that are allowed but weaken the gate.
+    pub fn new(config: &GithubConfig) -> Result<Self, ConfigError> {
+        let github = Github::new(config)?;
+        if config.allowed_orgs.as_ref().is_none_or(Vec::is_empty) {
+            tracing::warn!(
+                "authenticate.github.allowed_orgs is empty: ANY GitHub user can authenticate \
+                 (as system:authenticated, with no GitHub groups)"
+            );
+        }
+        if let Ok(uri) = config.api_url.parse::<http::Uri>() {
+            let loopback = matches!(uri.host(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if uri.scheme_str() == Some("http") && !loopback {
+                tracing::warn!(api_url = %config.api_url, "authenticate.github.api_url is plain http: tokens cross the network unencrypted");
+            }
+        }
+        let cache = Cache::builder()
+            .name("authenticate")
+            .max_capacity(config.cache_max_entries)
+            .expire_after(VerdictExpiry {
+                positive: config.cache_ttl.0,
+                negative: config.negative_cache_ttl.0,
+            })
+            .build();
+        Ok(Self {
+            github: Arc::new(github),
+            cache,
+            naming: Naming {
+                username_prefix: config.username_prefix.clone(),
+                group_prefix: config.group_prefix.clone(),
+                groups: config.groups,
+            },
+            token_prefixes: config.token_prefixes.clone(),
+            audiences: config.audiences.clone(),
+            timeout: config.timeout.0,
+        })
+    }
+
+    /// Reviews `token` for `requested` audiences. Cheap refusals come first and call nobody;
+    /// then the cache; on a miss one GitHub conversation per key, however many reviews wait.
+    pub async fn review<A: AsRef<str>>(&self, token: &str, requested: &[A]) -> Decision {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_visible_ascii(token) {
+            return Decision::Refused(Refusal::Malformed);
+        }
+        if !self.token_prefixes.iter().any(|p| token.starts_with(p)) {
+            return Decision::Refused(Refusal::UnknownPrefix);
+        }
+        let Some(audiences) = self.audiences(requested) else {
+            return Decision::Refused(Refusal::Audience);
+        };
+        // Visible ASCII always makes a header value; checked anyway rather than assumed.
+        let Some(credential) = Credential::new(token) else {
+            return Decision::Refused(Refusal::Malformed);
+        };
+        let key = CacheKey::new(token, requested);
+        let lookup = self
+            .cache
+            .entry(key)
+            // Same coalescing as `try_get_with` (one init per missing key, the others wait for
+            // its result, errors inserted nowhere), and the entry says whether it was computed.
+            .or_try_insert_with(self.ask_github(&credential))
+            .await;
+        match lookup {
+            Ok(entry) => {
+                tracing::debug!(
+                    target: "gatehouse::authn",
+                    cached = !entry.is_fresh(),
+                    "token review"
+                );
+                match entry.into_value() {
+                    Verdict::Authenticated(identity) => Decision::Authenticated {
+                        identity,
+                        audiences,
+                    },
+                    Verdict::Refused(refusal) => Decision::Refused(refusal),
+                }
+            }
+            Err(error) => Decision::Unavailable(error),
+        }
+    }
+
+    /// The intersection of requested and configured audiences, in request order; `None` when
+    /// both are set and share nothing. With none configured the apiserver checks its own.
+    fn audiences<A: AsRef<str>>(&self, requested: &[A]) -> Option<Vec<String>> {
+        if self.audiences.is_empty() || requested.is_empty() {
+            return Some(Vec::new());
+        }
+        let common: Vec<String> = requested
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|a| self.audiences.iter().any(|c| c == a))
+            .map(str::to_owned)
+            .collect();
+        (!common.is_empty()).then_some(common)
+    }
+
+    /// The GitHub conversation for one key, bounded by `timeout` as a whole.
+    async fn ask_github(&self, credential: &Credential) -> Result<Verdict, GithubError> {
+        match tokio::time::timeout(self.timeout, self.github.identify(credential)).await {
+            Err(_) => Err(GithubError::Timeout(self.timeout)),
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(Err(refusal))) => Ok(Verdict::Refused(refusal)),
+            Ok(Ok(Ok(user))) => Ok(self.naming.verdict(user)),
+        }
+    }
+}
+
+impl Naming {
+    /// The Kubernetes user for a GitHub user who passed the org gate.
+    fn verdict(&self, user: GithubUser) -> Verdict {
+        let username = format!("{}{}", self.username_prefix, user.login);
+        if is_reserved(&username) {
+            return Verdict::Refused(Refusal::Reserved);
+        }
+        let mut groups: Vec<String> = Vec::new();
+        if self.groups.orgs() {
+            groups.extend(
+                user.orgs
+                    .iter()
+                    .map(|org| format!("{}{org}", self.group_prefix)),
+            );
+        }
+        if self.groups.teams() {
+            for (org, slug) in &user.teams {
+                // Slugs are GitHub's URL-safe names; anything else (a `:` above all) could
+                // forge another org's or a reserved group, so it is dropped, never cleaned up.
+                if !is_slug(slug) {
+                    tracing::warn!(login = %user.login, org = %org, "team slug is not a GitHub slug; no group");
+                    continue;
+                }
+                groups.push(format!("{}{org}:{slug}", self.group_prefix));
+            }
+        }
+        // Whatever the configuration and whatever GitHub says, never a system: group.
+        groups.retain(|g| {
+            let keep = !is_reserved(g);
+            if !keep {
+                tracing::warn!(login = %user.login, group = %g, "reserved group not emitted");
+            }
+            keep
+        });
+        groups.dedup();
+        Verdict::Authenticated(Arc::new(Identity {
+            username,
+            uid: user.id.to_string(),
+            groups,
+            login: user.login,
+        }))
+    }
+}
+
+/// A GitHub team slug: letters, digits, `-`, `_`, `.`.
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naming(prefix: &str, groups: GroupsMode) -> Naming {
+        Naming {
+            username_prefix: String::new(),
+            group_prefix: prefix.to_owned(),
+            groups,
+        }
+    }
+
+    fn user(orgs: &[&str], teams: &[(&str, &str)]) -> GithubUser {
+        GithubUser {
+            login: "octocat".to_owned(),
+            id: 583231,
+            orgs: orgs.iter().map(|s| s.to_string()).collect(),
+            teams: teams
+                .iter()
+                .map(|(o, t)| (o.to_string(), t.to_string()))
+                .collect(),
+        }
+    }
+
+    fn groups(v: Verdict) -> Vec<String> {
+        match v {
+            Verdict::Authenticated(i) => i.groups.clone(),
+            Verdict::Refused(r) => panic!("refused: {r}"),
+        }
+    }
+
+    #[test]
+    fn groups_by_mode() {
+        let u = || user(&["acme"], &[("acme", "sre")]);
+        let n = |m| groups(naming("github:", m).verdict(u()));
+        assert_eq!(n(GroupsMode::Both), ["github:acme", "github:acme:sre"]);
+        assert_eq!(n(GroupsMode::Orgs), ["github:acme"]);
+        assert_eq!(n(GroupsMode::Teams), ["github:acme:sre"]);
+        assert!(n(GroupsMode::None).is_empty());
+    }
+
+    #[test]
+    fn never_a_system_group() {
+        // An allowed org named `system` with an empty prefix and a team `masters`.
+        let g = groups(
+            naming("", GroupsMode::Both).verdict(user(&["system"], &[("system", "masters")])),
+        );
+        assert_eq!(g, ["system"]);
+        // A slug carrying a colon is dropped whole.
+        let g = groups(naming("", GroupsMode::Teams).verdict(user(
+            &["acme"],
+            &[("acme", "system:masters"), ("acme", "ok")],
+        )));
+        assert_eq!(g, ["acme:ok"]);
+    }
+
+    #[test]
+    fn reserved_username_is_refused() {
+        let n = Naming {
+            username_prefix: String::new(),
+            group_prefix: String::new(),
+            groups: GroupsMode::None,
+        };
+        let mut u = user(&[], &[]);
+        u.login = "system:admin".to_owned();
+        assert!(matches!(n.verdict(u), Verdict::Refused(Refusal::Reserved)));
+    }
+
+    #[test]
+    fn cache_key_depends_on_token_and_audiences_only() {
+        let a = CacheKey::new("ghp_a", &["x"]);
+        assert_eq!(a, CacheKey::new("ghp_a", &["x"]));
+        assert_ne!(a, CacheKey::new("ghp_b", &["x"]));
+        assert_ne!(a, CacheKey::new("ghp_a", &["y"]));
+        assert_ne!(
+            CacheKey::new("ab", &["c"]),
+            CacheKey::new("a", &["bc"]),
+            "length-prefixed"
+        );
+        assert_ne!(CacheKey::new::<&str>("ghp_a", &[]), a);
+    }
+}
