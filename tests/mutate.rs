@@ -13,28 +13,8 @@ const V1BETA1: &str = "admission.k8s.io/v1beta1";
 const VERSIONS: [&str; 2] = [V1, V1BETA1];
 
 /// The issue's example, verbatim, with the route switched on.
-const EXAMPLE: &str = r#"
-routes:
-  mutate: true
-mutations:
-  - name: mark-mutated
-    match:
-      exclude_namespaces: [kube-system, kube-public, kube-node-lease]
-    add_labels:
-      example-mutated: "true"
-      app.kubernetes.io/managed-by: gatehouse
-    add_annotations:
-      gatehouse.dev/admitted: "true"
-  - name: mirror-docker-hub
-    match:
-      kinds: [Pod]
-    rewrite_registries:
-      docker.io: registry.my.com/dockerhub    # docker.io/library/nginx:1.25 -> registry.my.com/dockerhub/library/nginx:1.25
-  - name: pull-policy
-    match:
-      kinds: [Pod]
-    image_pull_policy: IfNotPresent           # set only where the container has none
-"#;
+/// The shipped example (the issue's), so the file users copy is the one tested.
+const EXAMPLE: &str = include_str!("../config/examples/mutations.yaml");
 
 /// The same mutations reaching every workload kind.
 const WORKLOADS: &str = r#"
