@@ -35,6 +35,11 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // What any serde_json decoder pays to walk the body at all: the floor for `decode`.
+    group.bench_function("skip_only", |b| {
+        b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(POD)).expect("json"))
+    });
+
     // The policy step alone: the example's five policies over three containers.
     let admission = decode_admission(POD).expect("decode");
     let subject = gatehouse::handlers::validate_subject(&admission.request);
