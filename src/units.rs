@@ -25,6 +25,9 @@ impl UnitError {
     }
 }
 
+/// The longest duration accepted anywhere in the config.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A duration written as a sequence of number+unit pairs: `ms`, `s`, `m`, `h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
@@ -64,6 +67,10 @@ impl FromStr for HumanDuration {
             };
             total = total.saturating_add(part);
             rest = &rest[unit_len..];
+        }
+        // Deadlines and TTLs are added to clocks; a bound keeps that arithmetic far from overflow.
+        if total > MAX_DURATION {
+            return Err(UnitError::new(WHAT, s, "longer than 366 days"));
         }
         Ok(Self(total))
     }
@@ -178,6 +185,8 @@ mod tests {
         assert!("9 days".parse::<HumanDuration>().is_err());
         assert!("".parse::<HumanDuration>().is_err());
         assert!("s".parse::<HumanDuration>().is_err());
+        assert!("18446744073709551615s".parse::<HumanDuration>().is_err());
+        assert!("9000h".parse::<HumanDuration>().is_err());
         assert_eq!(HumanDuration(Duration::from_secs(300)).to_string(), "5m");
         assert_eq!(
             HumanDuration(Duration::from_millis(1500)).to_string(),

@@ -444,6 +444,25 @@ async fn pending_member_is_refused() {
 }
 
 #[tokio::test]
+async fn billing_manager_is_not_a_member() {
+    let mock = MockGithub::start().await;
+    mock.add(
+        "ghp_billing",
+        MockUser::new("accountant", 31).member_as("acme", "active", "billing_manager"),
+    );
+    mock.add(
+        "ghp_admin",
+        MockUser::new("owner", 32).member_as("acme", "active", "admin"),
+    );
+    let server = serve(&mock, "allowed_orgs: [acme]").await;
+    let mut client = server.client(Proto::Http1).await;
+    assert_refused(&ask(&mut client, "ghp_billing").await);
+    let status = ask(&mut client, "ghp_admin").await;
+    assert_eq!(status["authenticated"], true, "{status}");
+    assert_eq!(status["user"]["username"], "owner");
+}
+
+#[tokio::test]
 async fn non_member_is_refused() {
     let mock = MockGithub::start().await;
     // Active elsewhere; 404 for both allowed orgs.

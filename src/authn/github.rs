@@ -102,6 +102,17 @@ struct User {
 #[derive(Debug, Deserialize)]
 struct Membership {
     state: String,
+    /// `admin`, `member` or `billing_manager`; absent in old GHE versions is not membership.
+    #[serde(default)]
+    role: String,
+}
+
+impl Membership {
+    /// An active admin or member. A billing manager has an "active" membership too, but GitHub
+    /// treats them as outside the org (no access to its repositories): never a member here.
+    fn is_active_member(&self) -> bool {
+        self.state == "active" && matches!(self.role.as_str(), "admin" | "member")
+    }
 }
 
 /// `GET /user/teams`: the fields used.
@@ -232,7 +243,7 @@ impl Github {
         while let Some(joined) = tasks.join_next().await {
             let (index, got) = joined.map_err(|_| GithubError::Task)?;
             match got? {
-                Got::Ok(m) => active[index] = m.state == "active",
+                Got::Ok(m) => active[index] = m.is_active_member(),
                 // The token stopped working between calls.
                 Got::Denied(StatusCode::UNAUTHORIZED) => return Ok(Err(Refusal::BadCredentials)),
                 // 404: not a member (or the token may not see the org); 403: the org restricts

@@ -40,8 +40,9 @@ pub struct MockUser {
     pub login: String,
     /// `id`.
     pub id: u64,
-    /// Org login → membership state (`active` or `pending`); absent orgs answer 404.
-    pub memberships: Vec<(String, String)>,
+    /// `(org login, state, role)`: state `active` or `pending`, role `admin`, `member` or
+    /// `billing_manager`; absent orgs answer 404.
+    pub memberships: Vec<(String, String, String)>,
     /// `(org login, slug, display name)`.
     pub teams: Vec<(String, String, String)>,
     /// How calls with this token are answered.
@@ -60,9 +61,15 @@ impl MockUser {
         }
     }
 
-    /// Adds a membership.
-    pub fn member(mut self, org: &str, state: &str) -> Self {
-        self.memberships.push((org.to_owned(), state.to_owned()));
+    /// Adds a membership with role `member`.
+    pub fn member(self, org: &str, state: &str) -> Self {
+        self.member_as(org, state, "member")
+    }
+
+    /// Adds a membership with a given role.
+    pub fn member_as(mut self, org: &str, state: &str, role: &str) -> Self {
+        self.memberships
+            .push((org.to_owned(), state.to_owned(), role.to_owned()));
         self
     }
 
@@ -311,13 +318,13 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         let found = user
             .memberships
             .iter()
-            .find(|(o, _)| o.eq_ignore_ascii_case(org));
+            .find(|(o, _, _)| o.eq_ignore_ascii_case(org));
         return match found {
-            Some((o, state)) => json_response(
+            Some((o, state, role)) => json_response(
                 StatusCode::OK,
                 json!({
                     "url": format!("https://api.github.com/orgs/{o}/memberships/{}", user.login),
-                    "state": state, "role": "member",
+                    "state": state, "role": role,
                     "organization": {"login": o, "id": 7},
                     "user": {"login": user.login, "id": user.id},
                 }),
