@@ -661,8 +661,8 @@ async fn rewriting_covers_init_and_ephemeral_containers() {
         }
     });
     for version in VERSIONS {
-        // An ephemeral container arrives as an UPDATE of pods/ephemeralcontainers.
-        let result = mutate_op(&mut client, version, POD, "kube-system", "UPDATE", &object).await;
+        // Every list, as at CREATE (ephemeral containers on their subresource: see below).
+        let result = mutate_op(&mut client, version, POD, "kube-system", "CREATE", &object).await;
         let spec = &result.object["spec"];
         assert_eq!(
             spec["containers"][0]["image"],
@@ -734,6 +734,88 @@ async fn delete_connect_and_unmatched_requests_get_no_patch() {
                         "metadata": {"name": "x", "namespace": "kube-system"}});
         let result = mutate(&mut client, version, ("", "ConfigMap"), "kube-system", &cm).await;
         assert!(result.ops.is_none(), "{}", result.answer);
+    }
+}
+
+/// On UPDATE a patch may only touch what the apiserver lets change: never a running Pod's
+/// images or pull policy, never a Job's template. Workload templates still follow.
+#[tokio::test]
+async fn updates_never_patch_immutable_or_restarting_fields() {
+    let yaml = "routes:\n  mutate: true\nmutations:\n  - name: everything\n    match:\n      kinds: [Pod, Job, Deployment]\n    add_labels:\n      example-mutated: \"true\"\n    rewrite_registries:\n      docker.io: registry.my.com/dockerhub\n    image_pull_policy: Always\n    overwrite: true\n";
+    let server = TestServer::start(yaml).await;
+    let mut client = server.client(Proto::Http1).await;
+    let running = pod(
+        "default",
+        json!({"labels": {"app": "x"}}),
+        json!([{"name": "a", "image": "nginx:1.25", "imagePullPolicy": "IfNotPresent"}]),
+    );
+    for version in VERSIONS {
+        // CREATE: everything applies.
+        let created = mutate(&mut client, version, POD, "default", &running).await;
+        assert_eq!(
+            created.object["spec"]["containers"][0]["imagePullPolicy"],
+            "Always"
+        );
+        // UPDATE of a running pod: labels only.
+        let updated = mutate_op(&mut client, version, POD, "default", "UPDATE", &running).await;
+        assert_eq!(
+            paths(updated.ops.as_deref().unwrap_or_default()),
+            ["/metadata/labels/example-mutated"]
+        );
+        assert_eq!(
+            updated.object["spec"]["containers"][0]["image"],
+            "nginx:1.25"
+        );
+        // kubectl debug: an UPDATE of pods/ephemeralcontainers; only ephemeral containers move.
+        let mut debugged = running.clone();
+        debugged["spec"]["ephemeralContainers"] = json!([{"name": "dbg", "image": "busybox:1.36"}]);
+        let mut body: Value =
+            serde_json::from_str(&review(version, "eph", POD, "default", "UPDATE", &debugged))
+                .expect("json");
+        body["request"]["subResource"] = "ephemeralcontainers".into();
+        let answer = client.post_json("/mutate", body.to_string()).await.json();
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().expect("patch"))
+            .expect("base64");
+        let ops: Vec<Value> = serde_json::from_slice(&patch).expect("ops");
+        let patched = apply(&debugged, &ops);
+        assert_eq!(
+            patched["spec"]["ephemeralContainers"][0]["image"],
+            "registry.my.com/dockerhub/library/busybox:1.36"
+        );
+        assert_eq!(
+            patched["spec"]["containers"][0],
+            debugged["spec"]["containers"][0]
+        );
+        // UPDATE of a Job (a finalizer removed, say): its template is immutable, no patch.
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+            "spec": {"template": {"metadata": {}, "spec": {"containers": [{"name": "a", "image": "nginx:1.25"}]}}}});
+        let result = mutate_op(
+            &mut client,
+            version,
+            ("batch", "Job"),
+            "default",
+            "UPDATE",
+            &job,
+        )
+        .await;
+        assert!(result.ops.is_none(), "{}", result.answer);
+        // UPDATE of a Deployment: its template follows (the change is the user's rollout).
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "a", "image": "nginx:1.26"}]}}}});
+        let result = mutate_op(
+            &mut client,
+            version,
+            ("apps", "Deployment"),
+            "default",
+            "UPDATE",
+            &deployment,
+        )
+        .await;
+        assert_eq!(
+            result.object["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.my.com/dockerhub/library/nginx:1.26"
+        );
     }
 }
 

@@ -802,3 +802,70 @@ async fn example_config_runs() {
     let answer = server.client(Proto::Http1).await.get("/readyz").await;
     assert_eq!(answer.status, 200);
 }
+
+/// On UPDATE only what changed is judged: an old pod that no longer complies can still have a
+/// finalizer removed or a label changed, but a new image or new labels are held to the rules.
+#[tokio::test]
+async fn updates_judge_only_what_changed() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    let update = |version: &str, uid: &str, old: &Value, new: &Value| {
+        let mut body: Value = serde_json::from_str(&review(
+            version,
+            uid,
+            ("", "Pod"),
+            "default",
+            "UPDATE",
+            new.clone(),
+        ))
+        .expect("json");
+        body["request"]["oldObject"] = old.clone();
+        body.to_string()
+    };
+    for version in VERSIONS {
+        // Created before the policy: latest tag, no team label. A controller removes a finalizer.
+        let old = labelled_pod(&["nginx"], json!({"app": "x"}), json!({}));
+        let mut new = old.clone();
+        new["metadata"]["finalizers"] = json!([]);
+        let v = validate(
+            &mut client,
+            version,
+            "u1",
+            update(version, "u1", &old, &new),
+        )
+        .await;
+        assert!(v.allowed, "{}", v.message);
+        assert!(
+            v.warnings.is_empty(),
+            "unchanged labels are not judged again: {:?}",
+            v.warnings
+        );
+        // A changed image is judged.
+        let mut changed = labelled_pod(&["nginx:1.25"], good_labels(), json!({}));
+        let was = changed.clone();
+        changed["spec"]["containers"][0]["image"] = "busybox:1.36".into();
+        let v = validate(
+            &mut client,
+            version,
+            "u2",
+            update(version, "u2", &was, &changed),
+        )
+        .await;
+        assert!(!v.allowed && v.message.contains("blocked"), "{}", v.message);
+        // Changed labels are judged.
+        let relabelled = labelled_pod(&["nginx:1.25"], json!({"app": "y"}), json!({}));
+        let v = validate(
+            &mut client,
+            version,
+            "u3",
+            update(version, "u3", &was, &relabelled),
+        )
+        .await;
+        assert!(v.allowed);
+        assert!(
+            v.warnings.iter().any(|w| w.contains("team-label")),
+            "{:?}",
+            v.warnings
+        );
+    }
+}

@@ -141,6 +141,7 @@ fn target<'v, 'a>(request: &'v RequestView<'a>) -> Target<'v, 'a> {
         group: &request.kind.group,
         kind: &request.kind.kind,
         namespace,
+        sub_resource: request.sub_resource.as_deref(),
         object,
     }
 }

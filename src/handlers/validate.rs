@@ -11,7 +11,7 @@ use crate::policy::{Decision, ImageUse, Subject};
 use crate::review::admission::{
     decode_admission, encode_response, AdmissionResponse, Operation, RequestView, Status,
 };
-use crate::review::object::PodLocation;
+use crate::review::object::{PodLocation, PodView};
 use crate::review::StrMap;
 
 static NO_LABELS: StrMap<'static> = StrMap::new();
@@ -28,10 +28,21 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
 }
 
 /// Projects a request onto what policies read.
+///
+/// On UPDATE only what changed is judged: images that were not already in the old object, and
+/// labels only when they changed. Otherwise tightening a policy would refuse every later update
+/// of existing pods (a controller removing a finalizer, `kubectl label`) and leave them stuck;
+/// the ImagePolicyWebhook plugin likewise judges pods at creation and new ephemeral containers.
 pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
     let object = request.object.as_ref();
+    let operation = Operation::parse(&request.operation);
+    let old = request
+        .old_object
+        .as_ref()
+        .filter(|_| operation == Operation::Update);
     let location = PodLocation::for_kind(&request.kind.group, &request.kind.kind);
     let pod = object.zip(location).map(|(o, l)| o.pod(l));
+    let old_pod = old.zip(location).map(|(o, l)| o.pod(l));
     let images = match &pod {
         Some(pod) => pod
             .spec
@@ -44,6 +55,7 @@ pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
                             image,
                         })
                     })
+                    .filter(|u| !had_image(old_pod.as_ref(), u))
                     .collect()
             })
             .unwrap_or_default(),
@@ -67,19 +79,31 @@ pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
         .as_deref()
         .or_else(|| object.and_then(|o| o.metadata.namespace.as_deref()))
         .unwrap_or("");
+    // Absent or null labels are an empty map: label rules still apply (unlike an ImageReview).
+    let labels = object
+        .and_then(|o| o.metadata.labels.as_ref())
+        .unwrap_or(&NO_LABELS);
+    let old_labels = old.map(|o| o.metadata.labels.as_ref().unwrap_or(&NO_LABELS));
     Subject {
-        operation: Operation::parse(&request.operation),
+        operation,
         kind: &request.kind.kind,
         namespace,
         images,
-        // Absent or null labels are an empty map: label rules still apply (unlike an ImageReview).
-        labels: Some(
-            object
-                .and_then(|o| o.metadata.labels.as_ref())
-                .unwrap_or(&NO_LABELS),
-        ),
+        // Unchanged labels on UPDATE are not judged again.
+        labels: (old_labels != Some(labels)).then_some(labels),
         annotations,
     }
+}
+
+/// True when the old pod already ran this image in the same container.
+fn had_image(old: Option<&PodView<'_, '_>>, image: &ImageUse<'_>) -> bool {
+    old.and_then(|p| p.spec).is_some_and(|spec| {
+        spec.containers().any(|(list, _, c)| {
+            list == image.list
+                && c.name == image.container
+                && c.image.as_deref() == Some(image.image)
+        })
+    })
 }
 
 /// The `response` for a decision, echoing `uid`.

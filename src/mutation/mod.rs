@@ -116,6 +116,8 @@ pub struct Target<'v, 'a> {
     pub kind: &'v str,
     /// The namespace ("" for cluster-scoped objects).
     pub namespace: &'v str,
+    /// The subresource (`ephemeralcontainers`), if any.
+    pub sub_resource: Option<&'v str>,
     /// The projected object; `None` when the request carries none.
     pub object: Option<&'v ObjectView<'a>>,
 }
@@ -155,6 +157,25 @@ impl Mutations {
             return outcome;
         }
         let location = PodLocation::for_kind(target.group, kind);
+        // On UPDATE, a patch must not touch what the apiserver then refuses to change, or the
+        // update fails (and a controller removing a finalizer leaves the pod stuck):
+        // - a Job's pod template is immutable;
+        // - a running Pod's pull policy is immutable and a changed image restarts the container.
+        // So container mutations act on Pod CREATE and on workload templates (whose change is
+        // the user's rollout); on a Pod UPDATE only through `pods/ephemeralcontainers`, and
+        // only on ephemeral containers (those already there were settled when they were added).
+        let update = operation == Operation::Update;
+        if update && (target.group, kind) == ("batch", "Job") {
+            return outcome;
+        }
+        let containers_in_reach = |list: ContainerList| {
+            if !(update && location == Some(PodLocation::Pod)) {
+                true
+            } else {
+                target.sub_resource == Some("ephemeralcontainers")
+                    && list == ContainerList::EphemeralContainers
+            }
+        };
         let (meta, spec) = match location {
             Some(location) => {
                 let pod = object.pod(location);
@@ -167,7 +188,12 @@ impl Mutations {
         let mut labels = MapEdit::new(meta.and_then(|m| m.labels.as_ref()));
         let mut annotations = MapEdit::new(meta.and_then(|m| m.annotations.as_ref()));
         let mut containers: Vec<ContainerEdit<'_, '_>> = spec
-            .map(|s| s.containers().map(ContainerEdit::new).collect())
+            .map(|s| {
+                s.containers()
+                    .filter(|(list, _, _)| containers_in_reach(*list))
+                    .map(ContainerEdit::new)
+                    .collect()
+            })
             .unwrap_or_default();
         let mut acted = Vec::new();
         for m in &self.list {

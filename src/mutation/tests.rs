@@ -34,6 +34,7 @@ fn run(mutations: &Mutations, group: &str, kind: &str, object: &Value) -> Vec<Va
         group,
         kind,
         namespace: "default",
+        sub_resource: None,
         object: Some(&view.0),
     });
     outcome
@@ -123,6 +124,7 @@ fn a_rewrite_that_would_be_invalid_is_skipped_with_a_warning() {
         group: "",
         kind: "Pod",
         namespace: "default",
+        sub_resource: None,
         object: Some(&view.0),
     });
     assert!(outcome.patch.is_empty());
@@ -261,6 +263,7 @@ fn operations_other_than_create_and_update_are_not_mutated() {
             group: "",
             kind: "Pod",
             namespace: "default",
+            sub_resource: None,
             object: Some(&view.0),
         });
         assert!(outcome.patch.is_empty(), "{operation:?}");

@@ -81,9 +81,10 @@ pub struct AdmissionRequest<'a, O> {
     /// The object as it will be stored (absent for DELETE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<O>,
-    /// The object before an UPDATE or DELETE; not read by decisions.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub old_object: Option<&'a RawValue>,
+    /// The object before an UPDATE or DELETE, decoded like `object`: on UPDATE, policies judge
+    /// only what changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_object: Option<O>,
     /// True when the apiserver will not persist the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
@@ -215,7 +216,7 @@ const WHAT: &str = "AdmissionReview";
 
 impl<'a, O> AdmissionRequest<'a, O> {
     /// The same request with its object converted.
-    pub fn map_object<P>(self, f: impl FnOnce(O) -> P) -> AdmissionRequest<'a, P> {
+    pub fn map_object<P>(self, f: impl Fn(O) -> P) -> AdmissionRequest<'a, P> {
         AdmissionRequest {
             uid: self.uid,
             kind: self.kind,
@@ -228,8 +229,8 @@ impl<'a, O> AdmissionRequest<'a, O> {
             namespace: self.namespace,
             operation: self.operation,
             user_info: self.user_info,
-            object: self.object.map(f),
-            old_object: self.old_object,
+            object: self.object.map(&f),
+            old_object: self.old_object.map(&f),
             dry_run: self.dry_run,
             options: self.options,
         }
@@ -264,6 +265,8 @@ pub struct RequestView<'a> {
     pub dry_run: Option<bool>,
     /// The projected object (absent for DELETE).
     pub object: Option<ObjectView<'a>>,
+    /// The projected object before an UPDATE.
+    pub old_object: Option<ObjectView<'a>>,
 }
 
 impl<'a> From<AdmissionRequest<'a, ObjectView<'a>>> for RequestView<'a> {
@@ -277,6 +280,7 @@ impl<'a> From<AdmissionRequest<'a, ObjectView<'a>>> for RequestView<'a> {
             operation: r.operation,
             dry_run: r.dry_run,
             object: r.object,
+            old_object: r.old_object,
         }
     }
 }
