@@ -134,8 +134,12 @@ pub struct Limits {
     pub max_body: ByteSize,
     /// Deadline for one request, body read included; past it answers 504.
     pub request_timeout: HumanDuration,
-    /// Deadline for a TLS handshake and for reading request headers.
+    /// Deadline for a TLS handshake; the first request must start within twice this.
     pub handshake_timeout: HumanDuration,
+    /// How long a keep-alive connection may sit idle (or trickle request headers).
+    pub idle_timeout: HumanDuration,
+    /// Most connections served at once; more are closed at accept.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -148,6 +152,11 @@ impl Default for Limits {
             request_timeout: HumanDuration(Duration::from_secs(9)),
             // A peer that cannot finish a handshake in 10s is not the apiserver.
             handshake_timeout: HumanDuration(Duration::from_secs(10)),
+            // Longer than Go's 90s IdleConnTimeout: the apiserver closes idle connections first,
+            // so it never sends a request on one we are closing (which would fail the call).
+            idle_timeout: HumanDuration(Duration::from_secs(120)),
+            // Far above what apiservers open; bounds file descriptors against a flood.
+            max_connections: 10_000,
         }
     }
 }
@@ -260,6 +269,18 @@ impl Config {
         if self.cache.max_entries == 0 {
             return Err(ConfigError::invalid(
                 "cache.max_entries",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.idle_timeout.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.idle_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_connections",
                 "must be greater than 0",
             ));
         }

@@ -72,6 +72,8 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
     let options = ListenerOptions {
         tls,
         handshake_timeout: config.limits.handshake_timeout.0,
+        idle_timeout: config.limits.idle_timeout.0,
+        max_connections: config.limits.max_connections,
         // In-flight requests end by their own deadline; give them that plus a margin.
         drain_timeout: config.limits.request_timeout.0 + Duration::from_secs(1),
     };

@@ -389,3 +389,67 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
         }
     }
 }
+
+/// A peer that connects and says nothing is disconnected (whatever ALPN it offered); an idle
+/// keep-alive connection that did work is kept well past that deadline.
+#[tokio::test]
+async fn silent_connections_close_and_idle_keep_alive_ones_stay() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start("limits:\n  handshake_timeout: 200ms\n").await;
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let connector =
+            tokio_rustls::TlsConnector::from(common::tls_client_config(&server.ca_pem, alpn));
+        let tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        let mut buf = [0u8; 256];
+        // Bounded so a regression fails instead of hanging; the server's own deadline is 400ms.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue, // h2 SETTINGS from the server
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            closed.ok(),
+            Some(true),
+            "a silent {} connection must be closed",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        let body = pod_review(V1, "k1", "default", &["nginx:1.25"]);
+        assert_eq!(client.post_json("/validate", body).await.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        let body = pod_review(V1, "k2", "default", &["nginx:1.25"]);
+        assert_eq!(
+            client.post_json("/validate", body).await.status,
+            200,
+            "{proto:?} idle keep-alive was closed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_refused_and_the_rest_keep_working() {
+    let server = TestServer::start("limits:\n  max_connections: 1\n").await;
+    let mut first = server.client(Proto::Http1).await;
+    assert_eq!(first.get("/healthz").await.status, 200);
+    let connector =
+        tokio_rustls::TlsConnector::from(common::tls_client_config(&server.ca_pem, b"http/1.1"));
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    assert!(
+        connector.connect(name, tcp).await.is_err(),
+        "a second connection must be refused"
+    );
+    assert_eq!(first.get("/healthz").await.status, 200);
+}
