@@ -17,6 +17,8 @@ use serde::{Deserialize, Deserializer};
 const DEFAULT_DOMAIN: &str = "docker.io";
 /// Docker Hub's legacy domain, canonicalised to [`DEFAULT_DOMAIN`] like upstream does.
 const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
+/// Docker Hub's registry host: the same content, so a deny list must see it as Docker Hub.
+const HUB_REGISTRY_DOMAIN: &str = "registry-1.docker.io";
 /// Namespace of Docker Hub's official images: "nginx" is "docker.io/library/nginx".
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 /// Upstream's `RepositoryNameTotalLengthMax`.
@@ -193,6 +195,18 @@ pub enum ReferenceError {
         /// The whole pattern.
         input: String,
     },
+    /// `docker.io/<name>`: an account to Docker Hub, but images normalise `docker.io/<name>` to
+    /// the official `docker.io/library/<name>`, so the pattern would match no image.
+    #[error(
+        "ambiguous image pattern {input:?}: write \"docker.io/library/{name}\" for the official \
+         image or \"docker.io/{name}/*\" for everything under the {name} account"
+    )]
+    AmbiguousHubPattern {
+        /// The whole pattern.
+        input: String,
+        /// The single path segment.
+        name: String,
+    },
 }
 
 /// A parsed, normalised image reference.
@@ -359,6 +373,26 @@ pub struct RefPattern {
 }
 
 impl RefPattern {
+    /// Parses a pattern that selects images (allow and deny lists, rewrite keys): like
+    /// [`RefPattern::parse`], but refuses `docker.io/<name>`, which operators read as the
+    /// official image and the grammar as an account. `docker.io/library` is clear and allowed.
+    pub fn parse_selector(s: &str) -> Result<RefPattern, ReferenceError> {
+        let pattern = Self::parse(s)?;
+        let below_hub = pattern
+            .text
+            .strip_prefix("docker.io/")
+            .filter(|_| !pattern.subtree);
+        match below_hub {
+            Some(name) if !name.contains('/') && name != "library" => {
+                Err(ReferenceError::AmbiguousHubPattern {
+                    input: s.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Ok(pattern),
+        }
+    }
+
     /// Parses and normalises a pattern (see the type's documentation for the rules).
     pub fn parse(s: &str) -> Result<RefPattern, ReferenceError> {
         const KIND: InputKind = InputKind::Pattern;
@@ -410,7 +444,7 @@ impl RefPattern {
                 }
             }
         };
-        let domain = if domain == LEGACY_DEFAULT_DOMAIN {
+        let domain = if domain == LEGACY_DEFAULT_DOMAIN || domain == HUB_REGISTRY_DOMAIN {
             DEFAULT_DOMAIN
         } else {
             domain
@@ -487,11 +521,12 @@ impl fmt::Display for RefPattern {
     }
 }
 
+/// Parses a selector ([`RefPattern::parse_selector`]): the form config lists are written in.
 impl FromStr for RefPattern {
     type Err = ReferenceError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RefPattern::parse(s)
+        RefPattern::parse_selector(s)
     }
 }
 
@@ -547,6 +582,7 @@ fn split_docker_domain(s: &str) -> (&str, &str) {
         // deny pattern for docker.io/library/x must see it as such.
         if first.eq_ignore_ascii_case(DEFAULT_DOMAIN)
             || first.eq_ignore_ascii_case(LEGACY_DEFAULT_DOMAIN)
+            || first.eq_ignore_ascii_case(HUB_REGISTRY_DOMAIN)
         {
             return (DEFAULT_DOMAIN, rest);
         }
@@ -731,18 +767,16 @@ fn check_digest(input: &str, digest: &str) -> Result<(), ReferenceError> {
     }
 }
 
-/// Registry equality as DNS and URL parsing see it: host case-insensitive, port numeric.
+/// Registry equality as DNS and URL parsing see it: host case-insensitive, port numeric, and
+/// no port the same as 443 (registries are HTTPS), so `quay.io:443/x` cannot slip past a deny
+/// list entry for `quay.io`.
 fn same_domain(a: &str, b: &str) -> bool {
+    const HTTPS: &str = "443";
     match (split_host_port(a), split_host_port(b)) {
         (Some((host_a, port_a)), Some((host_b, port_b))) => {
             host_a.eq_ignore_ascii_case(host_b)
-                && match (port_a, port_b) {
-                    (None, None) => true,
-                    (Some(pa), Some(pb)) => {
-                        pa.trim_start_matches('0') == pb.trim_start_matches('0')
-                    }
-                    _ => false,
-                }
+                && port_a.unwrap_or(HTTPS).trim_start_matches('0')
+                    == port_b.unwrap_or(HTTPS).trim_start_matches('0')
         }
         _ => false,
     }
@@ -1533,9 +1567,10 @@ mod tests {
             ("docker.io", "docker.io"),
             ("docker.io/library", "docker.io/library"),
             ("docker.io/library/busybox", "docker.io/library/busybox"),
-            ("docker.io/busybox", "docker.io/busybox"),
+            ("docker.io/busybox/*", "docker.io/busybox/*"),
             ("index.docker.io", "docker.io"),
-            ("index.docker.io/x", "docker.io/x"),
+            ("index.docker.io/x/y", "docker.io/x/y"),
+            ("registry-1.docker.io/x/y", "docker.io/x/y"),
             ("ghcr.io/acme", "ghcr.io/acme"),
             ("quay.io/evil/*", "quay.io/evil/*"),
             ("busybox", "docker.io/library/busybox"),
@@ -1827,10 +1862,21 @@ mod tests {
     }
 
     #[test]
-    fn explicit_hub_domain_pattern_path_is_not_prefixed() {
-        // "docker.io/busybox" names the Hub namespace busybox, not the official image.
-        assert!(matches("docker.io/busybox", "busybox/tool"));
-        assert!(!matches("docker.io/busybox", "busybox"));
+    fn explicit_hub_domain_single_segment_patterns_must_say_what_they_mean() {
+        // "docker.io/busybox" could mean the official image or the busybox account: refused,
+        // with both spellings suggested.
+        let err = RefPattern::parse_selector("docker.io/busybox").expect_err("ambiguous");
+        assert!(matches!(err, ReferenceError::AmbiguousHubPattern { .. }));
+        assert!(err.to_string().contains("docker.io/library/busybox"));
+        assert!(err.to_string().contains("docker.io/busybox/*"));
+        assert!(RefPattern::parse_selector("index.docker.io/busybox").is_err());
+        assert!(RefPattern::parse_selector("docker.io/library").is_ok());
+        assert!(RefPattern::parse_selector("docker.io/busybox/*").is_ok());
+        // As a plain prefix (a rewrite target) it is an account, and fine.
+        assert!(RefPattern::parse("docker.io/mirror").is_ok());
+        assert!(matches("docker.io/busybox/*", "busybox/tool"));
+        assert!(matches("docker.io/library/busybox", "busybox"));
+        assert!(matches("docker.io/library", "busybox"));
     }
 
     #[test]
@@ -1841,7 +1887,19 @@ mod tests {
         assert!(!matches("quay.io/evil/*", "quay.io/evilcorp/x"));
         assert!(!matches("quay.io/evil/*", "quay.io/evil-x/y"));
         assert!(!matches("quay.io/evil/*", "quay.io/x/evil/y"));
-        assert!(!matches("quay.io/evil/*", "quay.io:443/evil/x"));
+        // No port is 443: the same registry, so a deny entry catches the explicit port.
+        assert!(matches("quay.io/evil/*", "quay.io:443/evil/x"));
+        assert!(matches("registry.my.com:443", "registry.my.com/app:1"));
+        assert!(!matches("registry.my.com", "registry.my.com:5000/app:1"));
+        // Docker Hub's registry host is Docker Hub.
+        assert!(matches(
+            "docker.io/library/busybox",
+            "registry-1.docker.io/library/busybox:1"
+        ));
+        assert!(matches(
+            "docker.io/library/busybox",
+            "registry-1.docker.io/busybox:1"
+        ));
     }
 
     #[test]

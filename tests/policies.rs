@@ -788,6 +788,7 @@ fn config_mistakes_stop_startup_naming_policy_and_key() {
         ("policies:\n  - name: a\n    images:\n      deny_lates: true\n", "deny_lates"),
         ("policies:\n  - name: a\n    labels:\n      required:\n        \"bad key!\": x\n", "bad key!"),
         ("break_glass:\n  value: \"\"\n", "break_glass.value"),
+        ("policies:\n  - name: a\n    images:\n      denied: [docker.io/busybox]\n", "docker.io/library/busybox"),
     ];
     for (yaml, needle) in cases {
         let message = load(yaml);

@@ -199,7 +199,7 @@ fn check_operations(at: &Key<'_>, scope: &Match) -> Result<(), ConfigError> {
 
 /// A rewrite rule from its key and target.
 fn compile_rewrite(from: &str, to: &str) -> Result<Rewrite, String> {
-    let pattern = RefPattern::parse(from).map_err(|e| e.to_string())?;
+    let pattern = RefPattern::parse_selector(from).map_err(|e| e.to_string())?;
     // The normalised pattern is `domain[/path][/*]`; the domain has no '/'.
     let prefix = pattern
         .as_str()
