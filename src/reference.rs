@@ -544,7 +544,7 @@ impl<'de> Deserialize<'de> for RefPattern {
             }
 
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RefPattern, E> {
-                RefPattern::parse(v).map_err(E::custom)
+                RefPattern::parse_selector(v).map_err(E::custom)
             }
         }
 
