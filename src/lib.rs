@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod labels;
 pub mod listener;
 pub mod logging;
 pub mod matching;

@@ -108,34 +108,6 @@ fn valid_name(name: &str) -> bool {
             .is_some_and(u8::is_ascii_alphanumeric)
 }
 
-/// A label key: optional DNS-subdomain prefix and '/', then a name of up to 63 characters.
-fn valid_label_key(key: &str) -> bool {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    let name_ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && name
-            .as_bytes()
-            .first()
-            .is_some_and(u8::is_ascii_alphanumeric)
-        && name
-            .as_bytes()
-            .last()
-            .is_some_and(u8::is_ascii_alphanumeric);
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
-    });
-    name_ok && prefix_ok
-}
-
 /// Compiles configured policies; none configured means the built-in latest-tag rule.
 pub fn compile(
     configs: &[PolicyConfig],
@@ -187,10 +159,10 @@ pub fn compile(
         let labels = c.labels.clone().unwrap_or_default();
         let mut label_rules = Vec::with_capacity(labels.required.len());
         for (key, value) in labels.required {
-            if !valid_label_key(&key) {
+            if let Err(why) = crate::labels::check_qualified_name(&key) {
                 return Err(ConfigError::invalid(
                     at(&format!("labels.required.{key}")),
-                    "not a valid label key",
+                    format!("not a valid label key: {why}"),
                 ));
             }
             label_rules.push(LabelRule { key, value });
@@ -224,17 +196,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_label_keys() {
+    fn names() {
         assert!(valid_name("no-latest-tag"));
         assert!(valid_name("a.b"));
         assert!(!valid_name(""));
         assert!(!valid_name("Bad"));
         assert!(!valid_name("-x"));
         assert!(!valid_name(&"a".repeat(57)));
-        assert!(valid_label_key("team"));
-        assert!(valid_label_key("app.kubernetes.io/managed-by"));
-        assert!(!valid_label_key("/x"));
-        assert!(!valid_label_key("a b"));
-        assert!(!valid_label_key(&"a".repeat(64)));
     }
 }
