@@ -794,6 +794,27 @@ async fn undecodable_reviews_are_400() {
     assert_eq!(mock.total(), 0);
 }
 
+/// A token in the wrong place is still never quoted back: serde would print the value.
+#[tokio::test]
+async fn malformed_reviews_never_quote_the_token() {
+    let mock = MockGithub::start().await;
+    let server = serve(&mock, "allowed_orgs: [acme]").await;
+    let mut client = server.client(Proto::Http1).await;
+    let secret = "ghp_SECRETvalue123";
+    for body in [
+        json!({"apiVersion": V1, "kind": "TokenReview", "spec": secret}).to_string(),
+        json!({"apiVersion": V1, "kind": "TokenReview", "spec": {"token": [secret]}}).to_string(),
+        json!({"apiVersion": secret, "kind": "TokenReview"}).to_string(),
+    ] {
+        let answer = client.post_json("/authenticate", body.clone()).await;
+        assert_eq!(answer.status, 400, "{body}");
+        let text = String::from_utf8_lossy(&answer.body);
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("line 1 column"), "{text}");
+    }
+    assert_eq!(mock.total(), 0);
+}
+
 #[tokio::test]
 async fn route_is_off_by_default() {
     logs();

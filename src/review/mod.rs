@@ -28,6 +28,19 @@ pub enum DecodeError {
         /// The parser's error.
         source: serde_json::Error,
     },
+    /// Not JSON, or JSON of the wrong shape, in a body that may carry a secret: serde's message
+    /// can quote the offending value, so only its kind and position are kept.
+    #[error("malformed {what}: {category} error at line {line} column {column}")]
+    Redacted {
+        /// The review kind expected.
+        what: &'static str,
+        /// `syntax`, `data` (wrong shape) or `eof`.
+        category: &'static str,
+        /// serde's line.
+        line: usize,
+        /// serde's column.
+        column: usize,
+    },
     /// A part the apiserver always sends is missing.
     #[error("{what} has no {field}")]
     Missing {
@@ -46,6 +59,24 @@ pub enum DecodeError {
         /// The parser's error.
         source: serde_json::Error,
     },
+}
+
+/// Decodes a review whose body may carry a secret (a bearer token): errors keep no content.
+pub fn decode_redacted<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    body: &'a [u8],
+) -> Result<T, DecodeError> {
+    serde_json::from_slice(body).map_err(|e| DecodeError::Redacted {
+        what,
+        category: match e.classify() {
+            serde_json::error::Category::Io => "read",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        },
+        line: e.line(),
+        column: e.column(),
+    })
 }
 
 /// Decodes a review from a body, naming `what` in errors.
