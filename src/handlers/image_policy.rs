@@ -52,7 +52,7 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
                 decision
                     .audit
                     .iter()
-                    .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())))
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
                     .collect()
             }),
         }),

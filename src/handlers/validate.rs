@@ -107,7 +107,7 @@ fn had_image(old: Option<&PodView<'_, '_>>, image: &ImageUse<'_>) -> bool {
 }
 
 /// The `response` for a decision, echoing `uid`.
-pub fn admission_response<'a>(uid: &'a str, decision: &Decision) -> AdmissionResponse<'a> {
+pub fn admission_response<'a>(uid: &'a str, decision: &'a Decision) -> AdmissionResponse<'a> {
     let status = decision.message().map(|message| Status {
         status: Some(Cow::Borrowed("Failure")),
         message: Some(Cow::Owned(message)),
@@ -119,14 +119,14 @@ pub fn admission_response<'a>(uid: &'a str, decision: &Decision) -> AdmissionRes
         decision
             .warnings
             .iter()
-            .map(|w| Cow::Owned(w.clone()))
+            .map(|w| Cow::Borrowed(w.as_str()))
             .collect()
     });
     let audit_annotations = (!decision.audit.is_empty()).then(|| {
         decision
             .audit
             .iter()
-            .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())))
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
             .collect()
     });
     AdmissionResponse {
