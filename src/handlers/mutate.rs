@@ -5,19 +5,13 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde::de::IgnoredAny;
 
 use crate::app::App;
 use crate::error::{json_response, Rejection, Response};
 use crate::mutation::{patch, Mutations, Outcome, Target};
 use crate::review::admission::{
-    encode_response, Admission, AdmissionApiVersion, AdmissionRequest, AdmissionResponse,
-    AdmissionReview, Operation, RequestView,
+    decode_review, encode_response, AdmissionResponse, Decoded, Operation, RequestView,
 };
-use crate::review::object::{MetaOnly, ObjectOnly, ObjectView, PodLocation};
-use crate::review::{decode, DecodeError};
-
-const WHAT: &str = "AdmissionReview";
 
 /// Decodes, mutates and answers one review.
 pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
@@ -27,14 +21,16 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
 
 /// One mutation decision without HTTP: the AdmissionReview body in, the answer's body out.
 pub fn answer(mutations: &Mutations, body: &[u8]) -> Result<Vec<u8>, Rejection> {
-    match decode_mutable(body)? {
-        Decoded::Mutable(admission) => {
+    // A malformed object is not a 400 here: the envelope is fine, so the apiserver gets an
+    // answer it can use (allowed, unpatched, with a warning), never a 500 or a broken patch.
+    match decode_review(body)? {
+        Decoded::Projected(admission) => {
             let request = &admission.request;
             let outcome = mutations.mutate(&target(request));
             let response = admission_response(&request.uid, outcome)?;
             Ok(encode_response(admission.api_version, response)?)
         }
-        Decoded::Unpatchable {
+        Decoded::Malformed {
             api_version,
             request,
             error,
@@ -58,74 +54,6 @@ pub fn answer(mutations: &Mutations, body: &[u8]) -> Result<Vec<u8>, Rejection> 
             Ok(encode_response(api_version, response)?)
         }
     }
-}
-
-/// A review as /mutate reads it.
-enum Decoded<'a> {
-    /// The object projected, every part a patch may touch known to be a JSON object.
-    Mutable(Admission<'a>),
-    /// A well-formed envelope whose object no patch can safely address (say, `metadata` is a
-    /// string): answered allowed, unpatched, with a warning, never a 500 or a broken patch.
-    Unpatchable {
-        api_version: AdmissionApiVersion,
-        request: AdmissionRequest<'a, IgnoredAny>,
-        error: DecodeError,
-    },
-}
-
-/// Decodes in one pass on the usual path; further passes only for a malformed object.
-///
-/// Unlike `decode_admission`, the object itself must be a JSON object, and a malformed object
-/// is not a 400: the envelope is fine, so the apiserver deserves an answer it can use.
-fn decode_mutable(body: &[u8]) -> Result<Decoded<'_>, DecodeError> {
-    let first = match decode::<AdmissionReview<'_, ObjectOnly<ObjectView<'_>>>>(WHAT, body) {
-        Ok(review) => {
-            return Ok(Decoded::Mutable(Admission {
-                api_version: review.api_version,
-                request: required(review.request)?.map_object(|o| o.0).into(),
-            }))
-        }
-        Err(e) => e,
-    };
-    // A custom resource's spec may have any shape; its metadata is still patchable.
-    if let Ok(review) = decode::<AdmissionReview<'_, ObjectOnly<MetaOnly<'_>>>>(WHAT, body) {
-        if let Some(request) = review.request {
-            if PodLocation::for_kind(&request.kind.group, &request.kind.kind).is_none() {
-                return Ok(Decoded::Mutable(Admission {
-                    api_version: review.api_version,
-                    request: request
-                        .map_object(|o| ObjectView {
-                            metadata: o.0.metadata,
-                            spec: None,
-                        })
-                        .into(),
-                }));
-            }
-        }
-    }
-    // A malformed envelope (no uid, wrong apiVersion, not JSON) is a 400, as on every route.
-    let review = decode::<AdmissionReview<'_, IgnoredAny>>(WHAT, body)?;
-    let request = required(review.request)?;
-    let error = match first {
-        DecodeError::Json { source, .. } => DecodeError::Object {
-            what: WHAT,
-            kind: request.kind.kind.to_string(),
-            source,
-        },
-        other => other,
-    };
-    Ok(Decoded::Unpatchable {
-        api_version: review.api_version,
-        request,
-        error,
-    })
-}
-
-fn required<T>(request: Option<T>) -> Result<T, DecodeError> {
-    request.ok_or(DecodeError::Missing {
-        what: WHAT,
-        field: "request",
-    })
 }
 
 /// Projects a request onto what mutations read.

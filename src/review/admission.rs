@@ -285,12 +285,32 @@ impl<'a> From<AdmissionRequest<'a, ObjectView<'a>>> for RequestView<'a> {
     }
 }
 
+/// How an AdmissionReview decoded.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// The object projected onto what decisions read.
+    Projected(Admission<'a>),
+    /// A sound envelope around an object that is not what its kind requires (a Pod whose spec
+    /// is not a PodSpec, `metadata` that is not an object). Each route decides what that means:
+    /// a 400 on /validate, an unpatched answer on /mutate.
+    Malformed {
+        /// Echoed in the answer.
+        api_version: AdmissionApiVersion,
+        /// The request, without its object.
+        request: RequestView<'a>,
+        /// What is wrong with the object.
+        error: DecodeError,
+    },
+}
+
 /// Decodes an AdmissionReview in one pass, projecting the object onto what decisions read.
 ///
-/// A custom resource's `spec` may have any shape (say `containers: "x"`): when the projection
-/// fails, the review is decoded again reading only metadata, which is well-formed for every
-/// Kubernetes object. For kinds whose pods policies read, a malformed spec stays an error.
-pub fn decode_admission(body: &[u8]) -> Result<Admission<'_>, DecodeError> {
+/// Further passes happen only for a malformed object: a custom resource's `spec` may have any
+/// shape (say `containers: "x"`), so the review is decoded again reading only metadata, which
+/// is well-formed for every Kubernetes object; for kinds whose pods policies read, or when even
+/// metadata is malformed, the envelope alone is decoded and the object reported as malformed.
+/// A malformed envelope (not JSON, no uid, wrong apiVersion) is an error.
+pub fn decode_review(body: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     // ObjectOnly: serde would otherwise read a struct from an array, field by field.
     let first = match decode::<AdmissionReview<'_, ObjectOnly<ObjectView<'_>>>>(WHAT, body) {
         Ok(review) => {
@@ -300,34 +320,59 @@ pub fn decode_admission(body: &[u8]) -> Result<Admission<'_>, DecodeError> {
                 request: review.request.map(|r| r.map_object(|o| o.0)),
                 response: review.response,
             })
+            .map(Decoded::Projected)
         }
         Err(e) => e,
     };
-    let review = decode::<AdmissionReview<'_, ObjectOnly<MetaOnly<'_>>>>(WHAT, body)?;
-    if let Some(request) = &review.request {
-        if PodLocation::for_kind(&request.kind.group, &request.kind.kind).is_some() {
-            let source = match first {
-                DecodeError::Json { source, .. } => source,
-                other => return Err(other),
-            };
-            return Err(DecodeError::Object {
-                what: WHAT,
-                kind: request.kind.kind.to_string(),
-                source,
-            });
+    if let Ok(review) = decode::<AdmissionReview<'_, ObjectOnly<MetaOnly<'_>>>>(WHAT, body) {
+        let custom = review
+            .request
+            .as_ref()
+            .is_some_and(|r| PodLocation::for_kind(&r.kind.group, &r.kind.kind).is_none());
+        if custom {
+            return into_admission(AdmissionReview {
+                api_version: review.api_version,
+                kind: review.kind,
+                request: review.request.map(|r| {
+                    r.map_object(|o| ObjectView {
+                        metadata: o.0.metadata,
+                        spec: None,
+                    })
+                }),
+                response: review.response,
+            })
+            .map(Decoded::Projected);
         }
     }
-    into_admission(AdmissionReview {
+    let review = decode::<AdmissionReview<'_, serde::de::IgnoredAny>>(WHAT, body)?;
+    let request = review.request.ok_or(DecodeError::Missing {
+        what: WHAT,
+        field: "request",
+    })?;
+    let error = match first {
+        DecodeError::Json { source, .. } => DecodeError::Object {
+            what: WHAT,
+            kind: request.kind.kind.to_string(),
+            source,
+        },
+        other => other,
+    };
+    let mut request: RequestView<'_> = request.map_object(|_| ObjectView::default()).into();
+    request.object = None;
+    request.old_object = None;
+    Ok(Decoded::Malformed {
         api_version: review.api_version,
-        kind: review.kind,
-        request: review.request.map(|r| {
-            r.map_object(|o| ObjectView {
-                metadata: o.0.metadata,
-                spec: None,
-            })
-        }),
-        response: review.response,
+        request,
+        error,
     })
+}
+
+/// Decodes an AdmissionReview for a decision: a malformed object is an error (a 400).
+pub fn decode_admission(body: &[u8]) -> Result<Admission<'_>, DecodeError> {
+    match decode_review(body)? {
+        Decoded::Projected(admission) => Ok(admission),
+        Decoded::Malformed { error, .. } => Err(error),
+    }
 }
 
 fn into_admission<'a>(
