@@ -84,13 +84,8 @@ struct ByOutcome {
     deny: Duration,
 }
 
-impl<V: Expiring> moka::Expiry<CacheKey, V> for ByOutcome {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        value: &V,
-        _created_at: Instant,
-    ) -> Option<Duration> {
+impl<K, V: Expiring> moka::Expiry<K, V> for ByOutcome {
+    fn expire_after_create(&self, _key: &K, value: &V, _created_at: Instant) -> Option<Duration> {
         Some(if value.is_allow() {
             self.allow
         } else {
@@ -99,14 +94,15 @@ impl<V: Expiring> moka::Expiry<CacheKey, V> for ByOutcome {
     }
 }
 
-/// The cache and the hash keys it uses; cheap to clone (shared).
+/// The cache and the hash keys it uses; cheap to clone (shared). `K` is the key: by default a
+/// keyed hash of the input ([`DecisionCache::key`]); /authenticate keys by SHA-256 of the token.
 #[derive(Clone)]
-pub struct DecisionCache<V> {
-    cache: moka::future::Cache<CacheKey, V>,
+pub struct DecisionCache<V, K = CacheKey> {
+    cache: moka::future::Cache<K, V>,
     keys: Arc<(std::hash::RandomState, std::hash::RandomState)>,
 }
 
-impl<V> std::fmt::Debug for DecisionCache<V> {
+impl<V, K> std::fmt::Debug for DecisionCache<V, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecisionCache")
             .field("entries", &self.cache.entry_count())
@@ -114,15 +110,21 @@ impl<V> std::fmt::Debug for DecisionCache<V> {
     }
 }
 
-impl<V: Expiring + Clone + Send + Sync + 'static> DecisionCache<V> {
+impl<V, K> DecisionCache<V, K>
+where
+    V: Expiring + Clone + Send + Sync + 'static,
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+{
     /// A cache with the configured TTLs and bound.
     pub fn new(config: &CacheConfig) -> Self {
-        let cache = moka::future::Cache::builder()
-            .max_capacity(config.max_entries)
-            .expire_after(ByOutcome {
-                allow: config.allow_ttl.0,
-                deny: config.deny_ttl.0,
-            })
+        Self::with_ttls(config.allow_ttl.0, config.deny_ttl.0, config.max_entries)
+    }
+
+    /// A cache keeping allowed answers `allow`, the others `deny`, at most `max_entries`.
+    pub fn with_ttls(allow: Duration, deny: Duration, max_entries: u64) -> Self {
+        let cache = moka::future::Cache::<K, V>::builder()
+            .max_capacity(max_entries)
+            .expire_after(ByOutcome { allow, deny })
             .build();
         Self {
             cache,
@@ -130,26 +132,41 @@ impl<V: Expiring + Clone + Send + Sync + 'static> DecisionCache<V> {
         }
     }
 
-    /// The key for a request.
-    pub fn key(&self, input: &(impl Cacheable + ?Sized)) -> CacheKey {
-        let mut hasher = KeyHasher(self.keys.0.build_hasher(), self.keys.1.build_hasher());
-        input.hash_input(&mut hasher);
-        hasher.finish()
-    }
-
-    /// The cached answer for `key`, or `init`'s, run once however many callers miss together.
-    /// An error is returned to every waiting caller and not cached.
-    pub async fn get_or_try_insert<E, F>(&self, key: CacheKey, init: F) -> Result<V, Arc<E>>
+    /// The cached answer for `key`, or `init`'s, run once however many callers miss together,
+    /// and whether this call's `init` computed it. An error is returned to every waiting caller
+    /// and not cached.
+    pub async fn get_or_try_insert<E, F>(&self, key: K, init: F) -> Result<(V, bool), Arc<E>>
     where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        self.cache.try_get_with(key, init).await
+        let entry = self.cache.entry(key).or_try_insert_with(init).await?;
+        let computed = entry.is_fresh();
+        Ok((entry.into_value(), computed))
+    }
+
+    /// How many answers are cached (approximate, for diagnostics).
+    pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// True when nothing is cached (approximate).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Empties the cache (on config reload).
     pub fn clear(&self) {
         self.cache.invalidate_all();
+    }
+}
+
+impl<V> DecisionCache<V, CacheKey> {
+    /// The key for a request: a keyed hash of what its decision reads.
+    pub fn key(&self, input: &(impl Cacheable + ?Sized)) -> CacheKey {
+        let mut hasher = KeyHasher(self.keys.0.build_hasher(), self.keys.1.build_hasher());
+        input.hash_input(&mut hasher);
+        hasher.finish()
     }
 }
 
@@ -231,7 +248,7 @@ where
     // Erased so the compiler's Send check does not have to see through a projection over `'r`.
     let init: Pin<Box<dyn Future<Output = Result<V, E>> + Send + 'r>> =
         Box::pin(inner.oneshot(req));
-    cache.get_or_try_insert(key, init).await
+    cache.get_or_try_insert(key, init).await.map(|(v, _)| v)
 }
 
 /// Unwraps the error of an infallible cached service.

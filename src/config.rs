@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::authn::AuthenticateConfig;
 use crate::cache::CacheConfig;
-use crate::mutation::{MutationConfig, Mutations};
+use crate::mutation::MutationConfig;
 use crate::policy::config::{BreakGlassConfig, PolicyConfig};
 use crate::units::{ByteSize, HumanDuration};
 
@@ -290,7 +290,6 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        Mutations::compile(&self.mutations)?;
         self.authenticate
             .validate(self.routes.authenticate, self.limits.request_timeout.0)?;
         Ok(())

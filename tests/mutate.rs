@@ -994,8 +994,9 @@ async fn mutate_is_off_unless_switched_on() {
 
 // --- configuration ------------------------------------------------------------------------
 
+/// The error startup reports: parsing, then building the engines (as `server::bind` does).
 fn config_error(yaml: &str) -> String {
-    match gatehouse::config::Config::from_yaml(yaml, "test") {
+    match gatehouse::config::Config::from_yaml(yaml, "test").and_then(gatehouse::app::App::new) {
         Ok(_) => panic!("accepted:\n{yaml}"),
         Err(e) => e.to_string(),
     }

@@ -10,10 +10,9 @@ pub mod config;
 pub mod github;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::future::Cache;
-use moka::Expiry;
+use crate::cache::{DecisionCache, Expiring};
 use sha2::{Digest, Sha256};
 
 pub use config::{AuthenticateConfig, GithubConfig, GroupsMode};
@@ -113,18 +112,10 @@ impl CacheKey {
     }
 }
 
-/// Positive answers live `cache_ttl`, refusals `negative_cache_ttl`.
-struct VerdictExpiry {
-    positive: Duration,
-    negative: Duration,
-}
-
-impl Expiry<CacheKey, Verdict> for VerdictExpiry {
-    fn expire_after_create(&self, _: &CacheKey, value: &Verdict, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Verdict::Authenticated(_) => self.positive,
-            Verdict::Refused(_) => self.negative,
-        })
+/// Positive answers live `cache_ttl` (the cache's allow TTL), refusals `negative_cache_ttl`.
+impl Expiring for Verdict {
+    fn is_allow(&self) -> bool {
+        matches!(self, Self::Authenticated(_))
     }
 }
 
@@ -139,7 +130,7 @@ struct Naming {
 /// The `/authenticate` decision engine: shared by every request.
 pub struct Authenticator {
     github: Arc<Github>,
-    cache: Cache<CacheKey, Verdict>,
+    cache: DecisionCache<Verdict, CacheKey>,
     naming: Naming,
     token_prefixes: Vec<String>,
     audiences: Vec<String>,
@@ -150,7 +141,7 @@ impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
             .field("github", &self.github)
-            .field("cached", &self.cache.entry_count())
+            .field("cached", &self.cache.len())
             .field("naming", &self.naming)
             .field("token_prefixes", &self.token_prefixes)
             .field("audiences", &self.audiences)
@@ -176,14 +167,11 @@ impl Authenticator {
                 tracing::warn!(api_url = %config.api_url, "authenticate.github.api_url is plain http: tokens cross the network unencrypted");
             }
         }
-        let cache = Cache::builder()
-            .name("authenticate")
-            .max_capacity(config.cache_max_entries)
-            .expire_after(VerdictExpiry {
-                positive: config.cache_ttl.0,
-                negative: config.negative_cache_ttl.0,
-            })
-            .build();
+        let cache = DecisionCache::with_ttls(
+            config.cache_ttl.0,
+            config.negative_cache_ttl.0,
+            config.cache_max_entries,
+        );
         Ok(Self {
             github: Arc::new(github),
             cache,
@@ -215,21 +203,16 @@ impl Authenticator {
             return Decision::Refused(Refusal::Malformed);
         };
         let key = CacheKey::new(token, requested);
+        // One GitHub conversation per missing key, the other reviews wait for its result;
+        // errors are returned to all of them and cached nowhere.
         let lookup = self
             .cache
-            .entry(key)
-            // Same coalescing as `try_get_with` (one init per missing key, the others wait for
-            // its result, errors inserted nowhere), and the entry says whether it was computed.
-            .or_try_insert_with(self.ask_github(&credential))
+            .get_or_try_insert(key, self.ask_github(&credential))
             .await;
         match lookup {
-            Ok(entry) => {
-                tracing::debug!(
-                    target: "gatehouse::authn",
-                    cached = !entry.is_fresh(),
-                    "token review"
-                );
-                match entry.into_value() {
+            Ok((verdict, computed)) => {
+                tracing::debug!(target: "gatehouse::authn", cached = !computed, "token review");
+                match verdict {
                     Verdict::Authenticated(identity) => Decision::Authenticated {
                         identity,
                         audiences,
