@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine;
-use common::{Client, Proto, TestServer, BOTH};
+use common::{admission_review as review, Client, Proto, TestServer, BOTH};
 use serde_json::{json, Value};
 
 const V1: &str = "admission.k8s.io/v1";
@@ -31,33 +31,6 @@ mutations:
       docker.io: registry.my.com/dockerhub
     image_pull_policy: IfNotPresent
 "#;
-
-/// An AdmissionReview carrying `object`.
-fn review(
-    version: &str,
-    uid: &str,
-    (group, kind): (&str, &str),
-    namespace: &str,
-    operation: &str,
-    object: &Value,
-) -> String {
-    let resource = format!("{}s", kind.to_lowercase());
-    json!({
-        "apiVersion": version,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": group, "version": "v1", "kind": kind},
-            "resource": {"group": group, "version": "v1", "resource": resource},
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "alice"},
-            "object": object,
-            "dryRun": false
-        }
-    })
-    .to_string()
-}
 
 const POD: (&str, &str) = ("", "Pod");
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Proto, TestServer, BOTH};
+use common::{admission_review as review, Proto, TestServer, BOTH};
 use serde_json::{json, Value};
 
 const V1: &str = "admission.k8s.io/v1";
@@ -14,32 +14,6 @@ fn example_yaml() -> String {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/policies.yaml");
     std::fs::read_to_string(path).expect("config/examples/policies.yaml")
-}
-
-/// An AdmissionReview for any object.
-fn review(
-    version: &str,
-    uid: &str,
-    gvk: (&str, &str),
-    namespace: &str,
-    operation: &str,
-    object: Value,
-) -> String {
-    let (group, kind) = gvk;
-    json!({
-        "apiVersion": version,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": group, "version": "v1", "kind": kind},
-            "resource": {"group": group, "version": "v1", "resource": format!("{}s", kind.to_lowercase())},
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "alice"},
-            "object": object
-        }
-    })
-    .to_string()
 }
 
 fn labelled_pod(images: &[&str], labels: Value, annotations: Value) -> Value {
@@ -599,7 +573,7 @@ async fn workload_kinds_are_checked_on_their_pod_templates() {
                 *gvk,
                 "default",
                 "CREATE",
-                serde_json::from_str(&fixed).expect("json"),
+                serde_json::from_str::<Value>(&fixed).expect("json"),
             );
             let v = validate(&mut client, version, "wk", body).await;
             assert!(v.allowed, "{gvk:?}: {}", v.message);

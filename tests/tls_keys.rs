@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{Proto, TestServer};
 use rcgen::{
@@ -30,17 +30,22 @@ fn cert_for(pkcs8: &str, alg: &'static SignatureAlgorithm) -> (String, String) {
     (ca_pem, cert_pem)
 }
 
+/// A config serving `cert` with `key` on an ephemeral port.
+fn config(cert: &Path, key: &Path) -> gatehouse::config::Config {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    gatehouse::config::Config::from_yaml(&yaml, "test").expect("config")
+}
+
 async fn serves_with(served_key: &str, pkcs8: &str, alg: &'static SignatureAlgorithm) {
     let (ca_pem, cert_pem) = cert_for(pkcs8, alg);
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("tls.crt");
     std::fs::write(&cert, cert_pem).expect("write cert");
-    let yaml = format!(
-        "listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n",
-        cert.display(),
-        key_path(served_key).display()
-    );
-    let config = gatehouse::config::Config::from_yaml(&yaml, "test").expect("config");
+    let config = config(&cert, &key_path(served_key));
     let server = TestServer::start_with(config, ca_pem, dir).await;
     for proto in [Proto::Http1, Proto::Http2] {
         let answer = server.client(proto).await.get("/healthz").await;
@@ -89,12 +94,7 @@ async fn key_not_matching_the_certificate_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("tls.crt");
     std::fs::write(&cert, cert_pem).expect("write cert");
-    let yaml = format!(
-        "listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n",
-        cert.display(),
-        key_path("p384.pkcs8.pem").display()
-    );
-    let config = gatehouse::config::Config::from_yaml(&yaml, "test").expect("config");
+    let config = config(&cert, &key_path("p384.pkcs8.pem"));
     let err = gatehouse::server::bind(config, false)
         .await
         .expect_err("mismatched pair");
@@ -108,12 +108,7 @@ async fn a_key_file_without_a_key_is_refused_naming_tls_key() {
     let key = dir.path().join("tls.key");
     std::fs::write(&cert, cert_for("p256.pkcs8.pem", &PKCS_ECDSA_P256_SHA256).1).expect("cert");
     std::fs::write(&key, "not a key\n").expect("key");
-    let yaml = format!(
-        "listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n",
-        cert.display(),
-        key.display()
-    );
-    let config = gatehouse::config::Config::from_yaml(&yaml, "test").expect("config");
+    let config = config(&cert, &key);
     let err = gatehouse::server::bind(config, false)
         .await
         .expect_err("no key");

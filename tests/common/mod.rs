@@ -262,6 +262,33 @@ impl Client {
     }
 }
 
+/// An AdmissionReview carrying `object` of kind `(group, kind)`, as the apiserver sends it.
+pub fn admission_review(
+    version: &str,
+    uid: &str,
+    (group, kind): (&str, &str),
+    namespace: &str,
+    operation: &str,
+    object: impl std::borrow::Borrow<serde_json::Value>,
+) -> String {
+    let resource = format!("{}s", kind.to_lowercase());
+    serde_json::json!({
+        "apiVersion": version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": resource},
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "alice"},
+            "object": object.borrow(),
+            "dryRun": false
+        }
+    })
+    .to_string()
+}
+
 /// An AdmissionReview for a Pod with the given images (containers named c0, c1, ...).
 pub fn pod_review(api_version: &str, uid: &str, namespace: &str, images: &[&str]) -> String {
     let containers: Vec<serde_json::Value> = images
@@ -269,25 +296,13 @@ pub fn pod_review(api_version: &str, uid: &str, namespace: &str, images: &[&str]
         .enumerate()
         .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
         .collect();
-    serde_json::json!({
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "p", "namespace": namespace},
-                "spec": {"containers": containers}
-            }
-        }
-    })
-    .to_string()
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": namespace},
+        "spec": {"containers": containers}
+    });
+    admission_review(api_version, uid, ("", "Pod"), namespace, "CREATE", pod)
 }
 
 /// An ImageReview for the given images.
