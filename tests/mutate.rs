@@ -960,7 +960,7 @@ async fn mutate_is_off_unless_switched_on() {
         POD,
         "default",
         "CREATE",
-        &pod("d", json!({}), json!([])),
+        pod("d", json!({}), json!([])),
     );
     assert_eq!(client.post_json("/mutate", body).await.status, 404);
 }
