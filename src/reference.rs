@@ -417,15 +417,15 @@ impl FromStr for ImageRef {
 /// and `quay.io/evil/a/b`, not `quay.io/evil` itself.
 ///
 /// Normalisation: a first segment containing `.` or `:` (IPv6 included), or `localhost`, is a
-/// registry, canonicalised like an image's ([`canonical_domain`]: `Quay.IO:443` is `quay.io`,
+/// registry, canonicalised like an image's ([`canonical_domain`]: `quay.io:0443` is `quay.io`,
 /// `registry-1.docker.io` is `docker.io`), and the rest is kept as written (`docker.io/library`
 /// stays, `index.docker.io/x` becomes `docker.io/x`, `docker.io/busybox` is the Hub namespace
 /// `busybox`, not the official image). Otherwise the pattern is a Docker Hub name normalised
 /// like an image name: `busybox` is `docker.io/library/busybox` and `acme/app` is
 /// `docker.io/acme/app`; with `/*` it is a namespace, so `acme/*` is `docker.io/acme/*`. A
 /// single segment `name:port` is a registry only if its host has a dot or is `localhost`
-/// (`busybox:1` is refused as a tag; write `kind-registry:5000/*`). The repository path must be
-/// lowercase, as in images.
+/// (`busybox:1` is refused as a tag; write `kind-registry:5000/*`). A pattern is written in
+/// lower case, registry included.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RefPattern {
     /// Normalised pattern, `domain[/path][/*]`.
@@ -474,6 +474,14 @@ impl RefPattern {
         if body.contains('*') {
             return Err(ReferenceError::PatternWildcard { input: input() });
         }
+        // Configuration is written once, so it is held to the canonical case rather than
+        // lowercased: "Docker.io" is most likely a typo of something.
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ReferenceError::Uppercase {
+                kind: KIND,
+                input: input(),
+            });
+        }
         if body.is_empty() {
             return Err(ReferenceError::MissingName {
                 kind: KIND,
@@ -483,7 +491,7 @@ impl RefPattern {
 
         // (domain, path or None for a registry-only pattern, prefix the path with "library/")
         let (domain, path, library) = match body.split_once('/') {
-            Some((first, rest)) if is_localhost(first) || first.contains(['.', ':']) => {
+            Some((first, rest)) if first == "localhost" || first.contains(['.', ':']) => {
                 (first, Some(rest), false)
             }
             Some(_) => (DEFAULT_DOMAIN, Some(body), false),
@@ -492,7 +500,7 @@ impl RefPattern {
                 // "busybox:1" reads as a tag, "registry.my.com:5000" as a registry; only a dot,
                 // localhost, or a trailing "/*" (as in "kind-registry:5000/*") settles it.
                 let (host, port) = split_opt(body, ':');
-                let hostlike = is_localhost(host) || host.contains('.');
+                let hostlike = host == "localhost" || host.contains('.');
                 match port {
                     Some(port) if !is_port(port) || !(hostlike || subtree) => {
                         return Err(ReferenceError::PatternHasTag { input: input() });
@@ -1867,18 +1875,18 @@ mod tests {
             ("[::1]:5000/team/*", "[::1]:5000/team/*"),
             ("kind-registry:5000/*", "kind-registry:5000/*"),
             // Registries are canonical, like an image's.
-            ("Registry.my.com", "registry.my.com"),
             ("registry.my.com:443", "registry.my.com"),
             ("registry.my.com:05000/team", "registry.my.com:5000/team"),
             ("quay.io:0443/evil/*", "quay.io/evil/*"),
             (
-                "REGISTRY-1.DOCKER.IO:443/library/busybox",
+                "registry-1.docker.io:0443/library/busybox",
                 "docker.io/library/busybox",
             ),
             ("index.docker.io:443", "docker.io"),
             ("registry.hub.docker.com/library/*", "docker.io/library/*"),
-            ("LOCALHOST:443", "localhost"),
-            ("[2001:DB8::1]:443/x", "[2001:db8::1]/x"),
+            ("localhost:443", "localhost"),
+            ("[2001:db8:0::1]:443/x", "[2001:db8::1]/x"),
+            ("[::ffff:a00:5]:5000", "10.0.0.5:5000"),
             ("kind-registry:443/*", "kind-registry:443/*"),
             ("docker.io/*", "docker.io/*"),
         ] {
@@ -1932,6 +1940,12 @@ mod tests {
             }),
             (format!("busybox@{d}"), |e| {
                 matches!(e, ReferenceError::PatternHasDigest { .. })
+            }),
+            ("Registry.my.com".into(), |e| {
+                matches!(e, ReferenceError::Uppercase { .. })
+            }),
+            ("REGISTRY-1.DOCKER.IO:443/library/busybox".into(), |e| {
+                matches!(e, ReferenceError::Uppercase { .. })
             }),
             ("registry.my.com/App".into(), |e| {
                 matches!(e, ReferenceError::Uppercase { .. })
@@ -2046,10 +2060,10 @@ mod tests {
             ]
         );
 
-        let bad = vec!["registry.my.com", "quay.io:0"];
+        let bad = vec!["registry.my.com", "Quay.io"];
         let de: SeqDeserializer<_, DeError> = SeqDeserializer::new(bad.into_iter());
         let message = Vec::<RefPattern>::deserialize(de).unwrap_err().to_string();
-        assert!(message.contains("\"quay.io:0\""), "{message}");
+        assert!(message.contains("\"Quay.io\""), "{message}");
     }
 
     #[test]
@@ -2180,7 +2194,7 @@ mod tests {
         assert!(err.to_string().contains("docker.io/library/busybox"));
         assert!(err.to_string().contains("docker.io/busybox/*"));
         assert!(RefPattern::parse_selector("index.docker.io/busybox").is_err());
-        assert!(RefPattern::parse_selector("REGISTRY-1.DOCKER.IO:443/busybox").is_err());
+        assert!(RefPattern::parse_selector("registry-1.docker.io:443/busybox").is_err());
         assert!(RefPattern::parse_selector("docker.io/library").is_ok());
         assert!(RefPattern::parse_selector("docker.io/busybox/*").is_ok());
         // As a plain prefix (a rewrite target) it is an account, and fine.
@@ -2437,7 +2451,8 @@ mod tests {
                 domain in hub_domain(),
                 library in any::<bool>(),
                 suffix in suffix(),
-                pattern_mask in any::<u64>(),
+                pattern_host in prop::sample::select(HUB_HOSTS.to_vec()),
+                pattern_port in prop::sample::select(vec!["", ":443", ":0443"]),
             ) {
                 let path = if library { "library/busybox" } else { "busybox" };
                 let written = match &domain {
@@ -2450,7 +2465,7 @@ mod tests {
                 prop_assert_eq!(image.to_string(), format!("docker.io/library/busybox{suffix}"));
                 prop_assert_eq!(image.has_digest(), suffix.contains('@'));
                 prop_assert!(pat("docker.io/library/busybox").matches(&image));
-                let spelled = recase("registry-1.docker.io", pattern_mask) + ":0443/library/busybox";
+                let spelled = format!("{pattern_host}{pattern_port}/library/busybox");
                 prop_assert!(pat(&spelled).matches(&image), "{} vs {}", spelled, written);
                 if let Some(domain) = domain {
                     let host = domain.split(':').next().unwrap_or_default();

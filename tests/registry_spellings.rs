@@ -465,7 +465,7 @@ fn every_spelling_is_judged_and_mirrored_as_its_registry() {
         )?;
         // Allow list: every spelling of the allowed registries, none on another port.
         let refused_by_allow_list = v.message.contains("(policy \"hub-and-mine\")");
-        check(refused_by_allow_list == !named, || {
+        check(refused_by_allow_list != named, || {
             format!("{written:?}: allow list verdict wrong: {}", v.message)
         })?;
         check(
