@@ -5,20 +5,37 @@
 //! `nginx` is `docker.io/library/nginx`, `localhost:5000/x` is on `localhost:5000`, and
 //! `test.com:5000` is `docker.io/library/test.com` tagged `5000`.
 //!
+//! Beyond upstream, the registry of references and patterns alike is canonicalised in one
+//! place, [`canonical_domain`], so that every spelling the runtime pulls from the same place
+//! is one string: `REGISTRY-1.DOCKER.IO:0443/busybox` is `docker.io/library/busybox`. Matching
+//! then compares strings, and no consumer (allow and deny lists, rewrites) can forget a rule.
+//!
 //! The parser is hand-written (it runs for every container of every pod): one allocation for
-//! the normalised reference, none for matching.
+//! the normalised reference (two for a registry spelled unusually), none for matching.
 
-use std::fmt;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
 /// Docker Hub's canonical domain; familiar names ("nginx", "acme/app") live there.
 const DEFAULT_DOMAIN: &str = "docker.io";
-/// Docker Hub's legacy domain, canonicalised to [`DEFAULT_DOMAIN`] like upstream does.
+/// Docker Hub's legacy domain, which upstream itself rewrites to [`DEFAULT_DOMAIN`].
 const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
-/// Docker Hub's registry host: the same content, so a deny list must see it as Docker Hub.
-const HUB_REGISTRY_DOMAIN: &str = "registry-1.docker.io";
+/// Every host that serves Docker Hub's registry (on 443): each is [`DEFAULT_DOMAIN`] here, so a
+/// deny list or a mirror sees all of them. `index.docker.io` is distribution's legacy domain,
+/// `registry-1.docker.io` is where containerd and Docker send `docker.io` pulls, and
+/// `registry.hub.docker.com` is the v1-era name Docker Hub still answers on (CI tools use it).
+const HUB_HOSTS: [&str; 4] = [
+    DEFAULT_DOMAIN,
+    LEGACY_DEFAULT_DOMAIN,
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+/// Registries speak HTTPS, so no port is this port.
+const HTTPS_PORT: u16 = 443;
 /// Namespace of Docker Hub's official images: "nginx" is "docker.io/library/nginx".
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 /// Upstream's `RepositoryNameTotalLengthMax`.
@@ -103,6 +120,30 @@ pub enum ReferenceError {
          [IPv6] address with an optional numeric port"
     )]
     InvalidDomain {
+        /// Reference or pattern.
+        kind: InputKind,
+        /// The whole input.
+        input: String,
+        /// The registry part as written.
+        domain: String,
+    },
+    /// The registry's port is 0 or above 65535: no runtime can pull from it.
+    #[error("invalid {kind} {input:?}: registry {domain:?} has a port outside 1 to 65535")]
+    InvalidPort {
+        /// Reference or pattern.
+        kind: InputKind,
+        /// The whole input.
+        input: String,
+        /// The registry part as written.
+        domain: String,
+    },
+    /// The registry host ends in a number but is not a plain dotted-quad IPv4 address.
+    #[error(
+        "invalid {kind} {input:?}: registry {domain:?} ends in a number, so it must be an IPv4 \
+         address written as four decimal numbers from 0 to 255 without leading zeros (resolvers \
+         read other spellings, such as 010.0.0.1 or 0x7f.1, as addresses in octal or hex)"
+    )]
+    AmbiguousAddress {
         /// Reference or pattern.
         kind: InputKind,
         /// The whole input.
@@ -209,7 +250,7 @@ pub enum ReferenceError {
     },
 }
 
-/// A parsed, normalised image reference.
+/// A parsed, normalised image reference; its registry is canonical ([`canonical_domain`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageRef {
     /// `domain/path[:tag][@digest]`, normalised; every accessor borrows from it.
@@ -223,16 +264,22 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    /// Parses and normalises `s` like `ParseNormalizedNamed` (`nginx` → `docker.io/library/nginx`).
+    /// Parses and normalises `s` like `ParseNormalizedNamed` (`nginx` → `docker.io/library/nginx`),
+    /// with the registry canonicalised (`REGISTRY-1.DOCKER.IO:443/busybox` → the same).
     pub fn parse(s: &str) -> Result<ImageRef, ReferenceError> {
         const KIND: InputKind = InputKind::Reference;
         precheck(s, KIND)?;
-        let (domain, remainder) = split_docker_domain(s);
+        let (written_domain, remainder) = split_docker_domain(s);
         // The path cannot contain ':' or '@', and a tag cannot contain '@', so the first '@'
         // starts the digest and the first ':' before it starts the tag.
         let (name, digest) = split_opt(remainder, '@');
         let (path, tag) = split_opt(name, ':');
-        check_name(s, KIND, domain, Some(path))?;
+        let domain = check_name(
+            s,
+            KIND,
+            written_domain.unwrap_or(DEFAULT_DOMAIN),
+            Some(path),
+        )?;
         if let Some(tag) = tag {
             if !is_valid_tag(tag) {
                 return Err(ReferenceError::InvalidTag {
@@ -244,15 +291,32 @@ impl ImageRef {
         if let Some(digest) = digest {
             check_digest(s, digest)?;
         }
+        // The limit applies to the name as upstream normalises it (it rewrites only
+        // index.docker.io): that decides whether the runtime accepts the reference at all.
+        let upstream_domain = match written_domain {
+            None | Some(LEGACY_DEFAULT_DOMAIN) => DEFAULT_DOMAIN,
+            Some(d) => d,
+        };
+        let upstream_library = upstream_domain == DEFAULT_DOMAIN && !path.contains('/');
+        let upstream_prefix = if upstream_library {
+            OFFICIAL_REPO_PREFIX
+        } else {
+            ""
+        };
+        check_length(
+            s,
+            KIND,
+            upstream_domain.len() + 1 + upstream_prefix.len() + path.len(),
+        )?;
+        // Every Docker Hub spelling is "docker.io" by now, so each gets "library/" alike.
         let library = domain == DEFAULT_DOMAIN && !path.contains('/');
         let prefix = if library { OFFICIAL_REPO_PREFIX } else { "" };
         let name_len = domain.len() + 1 + prefix.len() + path.len();
-        check_length(s, KIND, name_len)?;
 
         let tag_len = tag.map_or(0, |t| t.len() + 1);
         let digest_len = digest.map_or(0, |d| d.len() + 1);
         let mut full = String::with_capacity(name_len + tag_len + digest_len);
-        full.push_str(domain);
+        full.push_str(&domain);
         let domain_end = full.len();
         full.push('/');
         full.push_str(prefix);
@@ -275,7 +339,7 @@ impl ImageRef {
         })
     }
 
-    /// The registry, e.g. `docker.io`, `localhost:5000`, `[::1]:5000`, in the case written.
+    /// The canonical registry, e.g. `docker.io`, `localhost:5000`, `[::1]:5000`.
     pub fn domain(&self) -> &str {
         self.part(0, self.domain_end)
     }
@@ -353,13 +417,15 @@ impl FromStr for ImageRef {
 /// and `quay.io/evil/a/b`, not `quay.io/evil` itself.
 ///
 /// Normalisation: a first segment containing `.` or `:` (IPv6 included), or `localhost`, is a
-/// registry and the rest is kept as written (`docker.io/library` stays, `index.docker.io/x`
-/// becomes `docker.io/x`, `docker.io/busybox` is the Hub namespace `busybox`, not the official
-/// image). Otherwise the pattern is a Docker Hub name normalised like an image name: `busybox`
-/// is `docker.io/library/busybox` and `acme/app` is `docker.io/acme/app`; with `/*` it is a
-/// namespace, so `acme/*` is `docker.io/acme/*`. A single segment `name:port` is a registry only
-/// if its host has a dot or is `localhost` (`busybox:1` is refused as a tag; write
-/// `kind-registry:5000/*`). Registry hosts compare case-insensitively and ports numerically.
+/// registry, canonicalised like an image's ([`canonical_domain`]: `quay.io:0443` is `quay.io`,
+/// `registry-1.docker.io` is `docker.io`), and the rest is kept as written (`docker.io/library`
+/// stays, `index.docker.io/x` becomes `docker.io/x`, `docker.io/busybox` is the Hub namespace
+/// `busybox`, not the official image). Otherwise the pattern is a Docker Hub name normalised
+/// like an image name: `busybox` is `docker.io/library/busybox` and `acme/app` is
+/// `docker.io/acme/app`; with `/*` it is a namespace, so `acme/*` is `docker.io/acme/*`. A
+/// single segment `name:port` is a registry only if its host has a dot or is `localhost`
+/// (`busybox:1` is refused as a tag; write `kind-registry:5000/*`). A pattern is written in
+/// lower case, registry included.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RefPattern {
     /// Normalised pattern, `domain[/path][/*]`.
@@ -408,6 +474,8 @@ impl RefPattern {
         if body.contains('*') {
             return Err(ReferenceError::PatternWildcard { input: input() });
         }
+        // Configuration is written once, so it is held to the canonical case rather than
+        // lowercased: "Docker.io" is most likely a typo of something.
         if s.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(ReferenceError::Uppercase {
                 kind: KIND,
@@ -444,21 +512,16 @@ impl RefPattern {
                 }
             }
         };
-        let domain = if domain == LEGACY_DEFAULT_DOMAIN || domain == HUB_REGISTRY_DOMAIN {
-            DEFAULT_DOMAIN
-        } else {
-            domain
-        };
         if path.is_some_and(|p| p.contains(':')) {
             return Err(ReferenceError::PatternHasTag { input: input() });
         }
-        check_name(s, KIND, domain, path)?;
+        let domain = check_name(s, KIND, domain, path)?;
         let prefix = if library { OFFICIAL_REPO_PREFIX } else { "" };
         let prefix_len = path.map_or(domain.len(), |p| domain.len() + 1 + prefix.len() + p.len());
         check_length(s, KIND, prefix_len)?;
 
         let mut text = String::with_capacity(prefix_len + if subtree { 2 } else { 0 });
-        text.push_str(domain);
+        text.push_str(&domain);
         let domain_end = text.len();
         if let Some(path) = path {
             text.push('/');
@@ -479,7 +542,8 @@ impl RefPattern {
 
     /// True when `image`'s name lies under this pattern, on whole segments; never allocates.
     pub fn matches(&self, image: &ImageRef) -> bool {
-        if !same_domain(image.domain(), self.domain()) {
+        // Both registries are canonical: one spelling per place, so equal strings.
+        if image.domain() != self.domain() {
             return false;
         }
         let prefix = self.path();
@@ -574,48 +638,42 @@ fn precheck(s: &str, kind: InputKind) -> Result<(), ReferenceError> {
     Ok(())
 }
 
-/// Upstream's `splitDockerDomain`: the first segment is a registry if it contains `.` or `:`,
-/// is `localhost`, or has uppercase letters (Hub namespaces cannot); otherwise Docker Hub.
-fn split_docker_domain(s: &str) -> (&str, &str) {
-    if let Some((first, rest)) = s.split_once('/') {
-        // Case-insensitive, unlike upstream: "INDEX.DOCKER.IO/library/x" is Hub to DNS, and a
-        // deny pattern for docker.io/library/x must see it as such.
-        if first.eq_ignore_ascii_case(DEFAULT_DOMAIN)
-            || first.eq_ignore_ascii_case(LEGACY_DEFAULT_DOMAIN)
-            || first.eq_ignore_ascii_case(HUB_REGISTRY_DOMAIN)
+/// Upstream's `splitDockerDomain`: the first segment is a registry, returned as written, if it
+/// contains `.` or `:`, is `localhost`, or has uppercase letters (Hub namespaces cannot);
+/// otherwise there is none (Docker Hub) and the whole input is the remainder.
+fn split_docker_domain(s: &str) -> (Option<&str>, &str) {
+    match s.split_once('/') {
+        Some((first, rest))
+            if first == "localhost"
+                || first.contains(['.', ':'])
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
         {
-            return (DEFAULT_DOMAIN, rest);
+            (Some(first), rest)
         }
-        if first == "localhost"
-            || first.contains(['.', ':'])
-            || first.bytes().any(|b| b.is_ascii_uppercase())
-        {
-            return (first, rest);
-        }
+        _ => (None, s),
     }
-    (DEFAULT_DOMAIN, s)
 }
 
-/// Validates the registry and repository path; `path` is `None` for a registry-only pattern.
-fn check_name(
+/// `localhost` in any case: DNS names are case-insensitive.
+fn is_localhost(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+}
+
+/// Validates the registry and repository path and returns the canonical registry; `path` is
+/// `None` for a registry-only pattern.
+fn check_name<'d>(
     input: &str,
     kind: InputKind,
-    domain: &str,
+    domain: &'d str,
     path: Option<&str>,
-) -> Result<(), ReferenceError> {
+) -> Result<Cow<'d, str>, ReferenceError> {
     if path.is_some_and(|p| p.bytes().any(|b| b.is_ascii_uppercase())) {
         return Err(ReferenceError::Uppercase {
             kind,
             input: input.to_owned(),
         });
     }
-    if !is_valid_domain(domain) {
-        return Err(ReferenceError::InvalidDomain {
-            kind,
-            input: input.to_owned(),
-            domain: domain.to_owned(),
-        });
-    }
+    let canonical = canonical_domain(domain).map_err(|fault| fault.error(kind, input, domain))?;
     match path {
         Some("") => Err(ReferenceError::MissingName {
             kind,
@@ -626,7 +684,7 @@ fn check_name(
             input: input.to_owned(),
             path: p.to_owned(),
         }),
-        _ => Ok(()),
+        _ => Ok(canonical),
     }
 }
 
@@ -671,16 +729,143 @@ fn split_host_port(domain: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
-/// Upstream's `domainAndPort`: host name components, IPv4, or `[hex and colons]`, then `:digits`.
-fn is_valid_domain(domain: &str) -> bool {
-    let Some((host, port)) = split_host_port(domain) else {
-        return false;
+/// Why a registry was refused; the caller names the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DomainFault {
+    /// Not upstream's `host[:port]`, or a bracketed IPv6 literal that is no address.
+    Grammar,
+    /// Port 0 or above 65535.
+    Port,
+    /// Ends in a number without being a dotted-quad IPv4 address.
+    Address,
+}
+
+impl DomainFault {
+    /// The error for `domain`, written in `input`.
+    fn error(self, kind: InputKind, input: &str, domain: &str) -> ReferenceError {
+        let (input, domain) = (input.to_owned(), domain.to_owned());
+        match self {
+            DomainFault::Grammar => ReferenceError::InvalidDomain {
+                kind,
+                input,
+                domain,
+            },
+            DomainFault::Port => ReferenceError::InvalidPort {
+                kind,
+                input,
+                domain,
+            },
+            DomainFault::Address => ReferenceError::AmbiguousAddress {
+                kind,
+                input,
+                domain,
+            },
+        }
+    }
+}
+
+/// The one spelling of a registry `host[:port]`, so that registries the runtime reaches at the
+/// same place compare equal as strings (upstream's grammar, `domainAndPort`, is checked too):
+/// - the host in lower case (DNS is case-insensitive); IPv6 in RFC 5952 form, and an
+///   IPv4-mapped IPv6 address as the IPv4 address it reaches (Go dials it as one);
+/// - the port as a number (`0443` is 443; 0 and above 65535 are refused), and 443 dropped
+///   (registries speak HTTPS), except after a single-label host other than `localhost`: there
+///   `foo/x` would read back as a Docker Hub namespace, so `foo` keeps `:443` and the canonical
+///   text parses to itself;
+/// - every Docker Hub host ([`HUB_HOSTS`]) without another port is `docker.io`;
+/// - a host ending in a number must be a plain dotted quad: resolvers read `010.0.0.1` or
+///   `0x7f.1` as IPv4 in octal or hex, a spelling a deny list would not recognise.
+///
+/// Borrows when `domain` is already canonical, the common case.
+fn canonical_domain(domain: &str) -> Result<Cow<'_, str>, DomainFault> {
+    let (host, written_port) = split_host_port(domain).ok_or(DomainFault::Grammar)?;
+    let port = written_port
+        .map(parse_port)
+        .transpose()?
+        .filter(|&p| p != HTTPS_PORT);
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let grammar =
+            !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
+        let ip: Ipv6Addr = match inner.parse() {
+            Ok(ip) if grammar => ip,
+            _ => return Err(DomainFault::Grammar),
+        };
+        let mut out = match ip.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("[{ip}]"),
+        };
+        push_port(&mut out, port);
+        return Ok(Cow::Owned(out));
+    }
+    if !host.split('.').all(is_domain_component) {
+        return Err(DomainFault::Grammar);
+    }
+    if ends_in_number(host) && !is_dotted_quad(host) {
+        return Err(DomainFault::Address);
+    }
+    if port.is_none() && HUB_HOSTS.iter().any(|h| host.eq_ignore_ascii_case(h)) {
+        return Ok(Cow::Borrowed(DEFAULT_DOMAIN));
+    }
+    let single_label = !host.contains('.') && !is_localhost(host);
+    let port = if single_label {
+        port.or(Some(HTTPS_PORT))
+    } else {
+        port
     };
-    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(ipv6) => !ipv6.is_empty() && ipv6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'),
-        None => host.split('.').all(is_domain_component),
+    let port_as_written = match (written_port, port) {
+        (None, None) => true,
+        // The written digits are this port's; without leading zeros they are its spelling.
+        (Some(written), Some(_)) => !written.starts_with('0'),
+        _ => false,
     };
-    host_ok && port.is_none_or(is_port)
+    if port_as_written && !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Ok(Cow::Borrowed(domain));
+    }
+    let mut out = host.to_ascii_lowercase();
+    push_port(&mut out, port);
+    Ok(Cow::Owned(out))
+}
+
+/// A port as the runtime reads it: decimal, leading zeros allowed, 1 to 65535.
+fn parse_port(p: &str) -> Result<u16, DomainFault> {
+    if !is_port(p) {
+        return Err(DomainFault::Grammar);
+    }
+    match p.trim_start_matches('0').parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        // "0", "00", or too many digits for a port.
+        _ => Err(DomainFault::Port),
+    }
+}
+
+/// Appends `:port` when there is one.
+fn push_port(out: &mut String, port: Option<u16>) {
+    if let Some(port) = port {
+        // Writing to a String cannot fail.
+        let _ = write!(out, ":{port}");
+    }
+}
+
+/// The URL Standard's "ends in a number": the last label is decimal digits, or `0x` and hex
+/// digits. Resolvers (`inet_aton`) read such a host as an IPv4 address in some notation.
+fn ends_in_number(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or(host);
+    match last.strip_prefix("0x").or_else(|| last.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// Four decimal numbers from 0 to 255 without leading zeros, joined by dots.
+fn is_dotted_quad(host: &str) -> bool {
+    let mut parts = 0;
+    let decimal = host.split('.').all(|part| {
+        parts += 1;
+        part.bytes().all(|b| b.is_ascii_digit())
+            && (part == "0" || !part.starts_with('0'))
+            && part.parse::<u8>().is_ok()
+    });
+    decimal && parts == 4
 }
 
 /// `[a-zA-Z0-9]` or `[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
@@ -764,21 +949,6 @@ fn check_digest(input: &str, digest: &str) -> Result<(), ReferenceError> {
             algorithm: algorithm.to_owned(),
             expected,
         })
-    }
-}
-
-/// Registry equality as DNS and URL parsing see it: host case-insensitive, port numeric, and
-/// no port the same as 443 (registries are HTTPS), so `quay.io:443/x` cannot slip past a deny
-/// list entry for `quay.io`.
-fn same_domain(a: &str, b: &str) -> bool {
-    const HTTPS: &str = "443";
-    match (split_host_port(a), split_host_port(b)) {
-        (Some((host_a, port_a)), Some((host_b, port_b))) => {
-            host_a.eq_ignore_ascii_case(host_b)
-                && port_a.unwrap_or(HTTPS).trim_start_matches('0')
-                    == port_b.unwrap_or(HTTPS).trim_start_matches('0')
-        }
-        _ => false,
     }
 }
 
@@ -925,6 +1095,112 @@ mod tests {
     }
 
     #[test]
+    fn hub_spellings_with_a_port_are_docker_io() {
+        // The issue's spellings: each is the official busybox, tag kept.
+        for s in [
+            "registry-1.docker.io:443/library/busybox:1.36",
+            "registry-1.docker.io:0443/library/busybox:1.36",
+            "REGISTRY-1.DOCKER.IO:443/library/busybox:1.36",
+            "index.docker.io:443/library/busybox:1.36",
+            "docker.io:443/busybox:1.36",
+            "Registry.Hub.Docker.Com:00443/busybox:1.36",
+            "busybox:1.36",
+        ] {
+            parts(s, "docker.io", "library/busybox", Some("1.36"), None);
+            assert_eq!(
+                img(s).to_string(),
+                "docker.io/library/busybox:1.36",
+                "{s:?}"
+            );
+        }
+        // Another port is another registry, and gets no "library/".
+        parts(
+            "registry-1.docker.io:5000/busybox",
+            "registry-1.docker.io:5000",
+            "busybox",
+            None,
+            None,
+        );
+        parts(
+            "DOCKER.IO:80/busybox",
+            "docker.io:80",
+            "busybox",
+            None,
+            None,
+        );
+    }
+
+    #[test]
+    fn registry_spellings_canonicalise() {
+        parts(
+            "Quay.IO:0443/evil/x:1",
+            "quay.io",
+            "evil/x",
+            Some("1"),
+            None,
+        );
+        parts("localhost:443/x", "localhost", "x", None, None);
+        parts("LOCALHOST:5000/x", "localhost:5000", "x", None, None);
+        parts("10.0.0.1:443/x", "10.0.0.1", "x", None, None);
+        parts(
+            "registry.my.com:05000/x",
+            "registry.my.com:5000",
+            "x",
+            None,
+            None,
+        );
+    }
+
+    #[test]
+    fn unpullable_registry_spellings_are_refused() {
+        for (s, check) in [
+            ("docker.io./library/busybox", "InvalidDomain"),
+            ("registry-1.docker.io.:443/library/busybox", "InvalidDomain"),
+            ("registry-1.docker.io:0/library/busybox", "InvalidPort"),
+            ("docker.io:65536/library/busybox", "InvalidPort"),
+            ("localhost:0/x", "InvalidPort"),
+            ("127.0.0.01:5000/x", "AmbiguousAddress"),
+            ("0x7f.0.0.1/x", "AmbiguousAddress"),
+            ("[::1:5000]:/x", "InvalidDomain"),
+            ("docker.io/library/BusyBox", "Uppercase"),
+            ("REGISTRY-1.DOCKER.IO:443/Library/busybox", "Uppercase"),
+        ] {
+            let e = err(s);
+            assert!(format!("{e:?}").starts_with(check), "{s:?}: {e:?}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("invalid image reference {s:?}: ")),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            err("docker.io:0/x").to_string(),
+            "invalid image reference \"docker.io:0/x\": registry \"docker.io:0\" has a port \
+             outside 1 to 65535"
+        );
+    }
+
+    #[test]
+    fn the_length_limit_is_upstreams_on_the_name_as_written() {
+        // Upstream measures "registry-1.docker.io:443/<path>" (no "library/" there): over 255
+        // it refuses the reference, however short the canonical "docker.io/library/<path>".
+        let host = "registry-1.docker.io:443/";
+        let over = format!("{host}{}", "a".repeat(256 - host.len()));
+        assert!(matches!(
+            err(&over),
+            ReferenceError::NameTooLong { len: 256, .. }
+        ));
+        let at = format!("{host}{}", "a".repeat(255 - host.len()));
+        assert_eq!(
+            img(&at).name().len(),
+            "docker.io/library/".len() + 255 - host.len()
+        );
+        // "Foo/<path>" at 255 is accepted although "foo:443/<path>" is longer.
+        let foo = format!("Foo/{}", "a".repeat(251));
+        assert_eq!(img(&foo).name().len(), 259);
+    }
+
+    #[test]
     fn localhost_is_a_domain() {
         parts("localhost/x", "localhost", "x", None, None);
         parts("localhost:5000/x", "localhost:5000", "x", None, None);
@@ -986,8 +1262,12 @@ mod tests {
 
     #[test]
     fn uppercase_first_segment_is_a_domain_like_upstream() {
-        parts("Foo/bar", "Foo", "bar", None, None);
-        parts("REGISTRY.MY.COM/app", "REGISTRY.MY.COM", "app", None, None);
+        // The host "foo", not the Hub namespace "foo": canonically "foo:443", which reads back
+        // as a registry (see canonical_domain).
+        parts("Foo/bar", "foo:443", "bar", None, None);
+        parts("FOO:443/bar", "foo:443", "bar", None, None);
+        assert_ne!(img("Foo/bar"), img("foo/bar"));
+        parts("REGISTRY.MY.COM/app", "registry.my.com", "app", None, None);
     }
 
     #[test]
@@ -1002,12 +1282,21 @@ mod tests {
         parts("[::1]/x", "[::1]", "x", None, None);
         parts(
             "[2001:db8::1]:443/team/app:v1",
-            "[2001:db8::1]:443",
+            "[2001:db8::1]",
             "team/app",
             Some("v1"),
             None,
         );
-        parts("[2001:DB8::1]/x", "[2001:DB8::1]", "x", None, None);
+        parts("[2001:DB8::1]/x", "[2001:db8::1]", "x", None, None);
+        parts(
+            "[2001:db8:0:0::1]:05000/x",
+            "[2001:db8::1]:5000",
+            "x",
+            None,
+            None,
+        );
+        // Go dials an IPv4-mapped address as the IPv4 address.
+        parts("[::ffff:a00:5]/x", "10.0.0.5", "x", None, None);
     }
 
     #[test]
@@ -1585,6 +1874,20 @@ mod tests {
             ("[::1]:5000", "[::1]:5000"),
             ("[::1]:5000/team/*", "[::1]:5000/team/*"),
             ("kind-registry:5000/*", "kind-registry:5000/*"),
+            // Registries are canonical, like an image's.
+            ("registry.my.com:443", "registry.my.com"),
+            ("registry.my.com:05000/team", "registry.my.com:5000/team"),
+            ("quay.io:0443/evil/*", "quay.io/evil/*"),
+            (
+                "registry-1.docker.io:0443/library/busybox",
+                "docker.io/library/busybox",
+            ),
+            ("index.docker.io:443", "docker.io"),
+            ("registry.hub.docker.com/library/*", "docker.io/library/*"),
+            ("localhost:443", "localhost"),
+            ("[2001:db8:0::1]:443/x", "[2001:db8::1]/x"),
+            ("[::ffff:a00:5]:5000", "10.0.0.5:5000"),
+            ("kind-registry:443/*", "kind-registry:443/*"),
             ("docker.io/*", "docker.io/*"),
         ] {
             let p = pat(input);
@@ -1640,6 +1943,27 @@ mod tests {
             }),
             ("Registry.my.com".into(), |e| {
                 matches!(e, ReferenceError::Uppercase { .. })
+            }),
+            ("REGISTRY-1.DOCKER.IO:443/library/busybox".into(), |e| {
+                matches!(e, ReferenceError::Uppercase { .. })
+            }),
+            ("registry.my.com/App".into(), |e| {
+                matches!(e, ReferenceError::Uppercase { .. })
+            }),
+            ("Acme/*".into(), |e| {
+                matches!(e, ReferenceError::Uppercase { .. })
+            }),
+            ("registry.my.com:0".into(), |e| {
+                matches!(e, ReferenceError::InvalidPort { .. })
+            }),
+            ("registry.my.com:65536/*".into(), |e| {
+                matches!(e, ReferenceError::InvalidPort { .. })
+            }),
+            ("010.0.0.1:5000".into(), |e| {
+                matches!(e, ReferenceError::AmbiguousAddress { .. })
+            }),
+            ("docker.io./library".into(), |e| {
+                matches!(e, ReferenceError::InvalidDomain { .. })
             }),
             ("ghcr.io/Acme".into(), |e| {
                 matches!(e, ReferenceError::Uppercase { .. })
@@ -1870,6 +2194,7 @@ mod tests {
         assert!(err.to_string().contains("docker.io/library/busybox"));
         assert!(err.to_string().contains("docker.io/busybox/*"));
         assert!(RefPattern::parse_selector("index.docker.io/busybox").is_err());
+        assert!(RefPattern::parse_selector("registry-1.docker.io:443/busybox").is_err());
         assert!(RefPattern::parse_selector("docker.io/library").is_ok());
         assert!(RefPattern::parse_selector("docker.io/busybox/*").is_ok());
         // As a plain prefix (a rewrite target) it is an account, and fine.
@@ -1952,12 +2277,226 @@ mod tests {
     }
 
     #[test]
-    fn same_domain_rules() {
-        assert!(same_domain("a.io", "A.IO"));
-        assert!(same_domain("a.io:0080", "a.io:80"));
-        assert!(!same_domain("a.io:80", "a.io"));
-        assert!(!same_domain("a.io:80", "a.io:800"));
-        assert!(same_domain("[::1]:5000", "[::1]:5000"));
-        assert!(!same_domain("[::1", "[::1"));
+    fn canonical_domain_rules() {
+        let canon = |d: &str| canonical_domain(d).map(Cow::into_owned);
+        for (written, canonical) in [
+            ("quay.io", "quay.io"),
+            ("Quay.IO", "quay.io"),
+            ("quay.io:443", "quay.io"),
+            ("quay.io:0443", "quay.io"),
+            ("quay.io:000443", "quay.io"),
+            ("a.io:0080", "a.io:80"),
+            ("a.io:80", "a.io:80"),
+            ("a.io:65535", "a.io:65535"),
+            ("a.io:1", "a.io:1"),
+            ("docker.io", "docker.io"),
+            ("DOCKER.IO:443", "docker.io"),
+            ("index.docker.io:0443", "docker.io"),
+            ("registry-1.docker.io", "docker.io"),
+            ("Registry-1.Docker.IO:443", "docker.io"),
+            ("registry.hub.docker.com", "docker.io"),
+            ("localhost", "localhost"),
+            ("LOCALHOST:443", "localhost"),
+            ("localhost:5000", "localhost:5000"),
+            ("10.0.0.1:443", "10.0.0.1"),
+            ("10.0.0.1:5000", "10.0.0.1:5000"),
+            ("0.0.0.0", "0.0.0.0"),
+            ("[::1]", "[::1]"),
+            ("[::1]:443", "[::1]"),
+            ("[0:0:0:0:0:0:0:1]:0443", "[::1]"),
+            ("[2001:DB8::1]:5000", "[2001:db8::1]:5000"),
+            ("[::ffff:a00:5]:5000", "10.0.0.5:5000"),
+            // A single label without a port would read as a Hub namespace: it keeps ":443".
+            ("foo:443", "foo:443"),
+            ("Foo", "foo:443"),
+            ("FOO:0443", "foo:443"),
+            ("kind-registry:5000", "kind-registry:5000"),
+        ] {
+            assert_eq!(canon(written).as_deref(), Ok(canonical), "{written:?}");
+            assert_eq!(
+                canon(canonical).as_deref(),
+                Ok(canonical),
+                "{canonical:?} is a fixpoint"
+            );
+        }
+        // Other ports are other registries.
+        assert_ne!(canon("docker.io:5000"), canon("docker.io"));
+        assert_eq!(
+            canon("registry-1.docker.io:5000").as_deref(),
+            Ok("registry-1.docker.io:5000")
+        );
+        assert_eq!(canon("docker.io:80").as_deref(), Ok("docker.io:80"));
+        // Already canonical: no allocation.
+        assert!(matches!(
+            canonical_domain("quay.io:5000"),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert!(matches!(
+            canonical_domain("registry-1.docker.io"),
+            Ok(Cow::Borrowed(_))
+        ));
+    }
+
+    #[test]
+    fn canonical_domain_refusals() {
+        for (domain, fault) in [
+            ("a.io:0", DomainFault::Port),
+            ("a.io:00000", DomainFault::Port),
+            ("a.io:65536", DomainFault::Port),
+            ("a.io:99999999999999999999", DomainFault::Port),
+            ("a.io:", DomainFault::Grammar),
+            ("a.io:+443", DomainFault::Grammar),
+            ("docker.io.", DomainFault::Grammar),
+            ("docker.io.:443", DomainFault::Grammar),
+            ("[::1", DomainFault::Grammar),
+            ("[]", DomainFault::Grammar),
+            ("[:::]", DomainFault::Grammar),
+            ("[1:2:3:4:5:6:7:8:9]", DomainFault::Grammar),
+            ("[::ffff:1.2.3.4]", DomainFault::Grammar),
+            ("127.0.0.01", DomainFault::Address),
+            ("010.0.0.1:5000", DomainFault::Address),
+            ("10.0.1", DomainFault::Address),
+            ("10.0.0.256", DomainFault::Address),
+            ("1.2.3.4.5", DomainFault::Address),
+            ("0x7f.0.0.1", DomainFault::Address),
+            ("127.0.0.0x1", DomainFault::Address),
+            ("2130706433:5000", DomainFault::Address),
+            ("registry.0x", DomainFault::Address),
+        ] {
+            assert_eq!(canonical_domain(domain), Err(fault), "{domain:?}");
+        }
+        // Numbers inside a name are fine; only the last label decides.
+        assert!(canonical_domain("10.0.0.1.nip.io").is_ok());
+        assert!(canonical_domain("0x7f.example.com").is_ok());
+        assert!(canonical_domain("registry.0xz").is_ok());
+    }
+
+    #[test]
+    fn deny_patterns_see_every_spelling_of_their_registry() {
+        for image in [
+            "registry-1.docker.io:443/library/busybox:1.36",
+            "registry-1.docker.io:0443/library/busybox:1.36",
+            "REGISTRY-1.DOCKER.IO:443/library/busybox:1.36",
+            "index.docker.io:443/library/busybox:1.36",
+            "registry.hub.docker.com/busybox",
+        ] {
+            assert!(matches("docker.io/library/busybox", image), "{image:?}");
+            assert!(matches("busybox", image), "{image:?}");
+            assert!(matches("docker.io/*", image), "{image:?}");
+        }
+        assert!(!matches(
+            "docker.io/library/busybox",
+            "registry-1.docker.io:5000/library/busybox"
+        ));
+        assert!(matches("[2001:db8::1]/x/*", "[2001:DB8:0::1]:443/x/y"));
+        assert!(matches("localhost", "LOCALHOST:443/x"));
+        assert!(matches("10.0.0.5:5000", "[::ffff:a00:5]:5000/x"));
+        assert!(!matches("10.0.0.5:5000", "[::ffff:a00:5]/x"));
+    }
+
+    /// The property the policies rely on: every spelling of one image is one canonical
+    /// reference, matched by a pattern however the pattern spells the registry; the same
+    /// spelling on another port is another registry.
+    mod spellings {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `s` with the case of each letter taken from the bits of `mask`.
+        fn recase(s: &str, mask: u64) -> String {
+            s.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if mask >> (i % 64) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        }
+
+        /// None (implicit Docker Hub), or a Hub host in any case, with no port or 443 with
+        /// leading zeros.
+        fn hub_domain() -> impl Strategy<Value = Option<String>> {
+            let host = (prop::sample::select(HUB_HOSTS.to_vec()), any::<u64>())
+                .prop_map(|(host, mask)| recase(host, mask));
+            let port = prop::option::of((0usize..4).prop_map(|zeros| "0".repeat(zeros) + "443"));
+            prop::option::of((host, port).prop_map(|(host, port)| match port {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }))
+        }
+
+        /// Nothing, a tag, a digest, or both.
+        fn suffix() -> impl Strategy<Value = String> {
+            let tag = prop::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}");
+            let digest = prop::option::of("[0-9a-f]{64}");
+            (tag, digest).prop_map(|(tag, digest)| {
+                let mut out = String::new();
+                if let Some(tag) = tag {
+                    out.push(':');
+                    out.push_str(&tag);
+                }
+                if let Some(digest) = digest {
+                    out.push_str("@sha256:");
+                    out.push_str(&digest);
+                }
+                out
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn every_hub_spelling_is_one_image(
+                domain in hub_domain(),
+                library in any::<bool>(),
+                suffix in suffix(),
+                pattern_host in prop::sample::select(HUB_HOSTS.to_vec()),
+                pattern_port in prop::sample::select(vec!["", ":443", ":0443"]),
+            ) {
+                let path = if library { "library/busybox" } else { "busybox" };
+                let written = match &domain {
+                    Some(domain) => format!("{domain}/{path}{suffix}"),
+                    None => format!("{path}{suffix}"),
+                };
+                let image = ImageRef::parse(&written)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(image.name(), "docker.io/library/busybox");
+                prop_assert_eq!(image.to_string(), format!("docker.io/library/busybox{suffix}"));
+                prop_assert_eq!(image.has_digest(), suffix.contains('@'));
+                prop_assert!(pat("docker.io/library/busybox").matches(&image));
+                let spelled = format!("{pattern_host}{pattern_port}/library/busybox");
+                prop_assert!(pat(&spelled).matches(&image), "{} vs {}", spelled, written);
+                if let Some(domain) = domain {
+                    let host = domain.split(':').next().unwrap_or_default();
+                    let other = ImageRef::parse(&format!("{host}:5000/{path}{suffix}"))
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert!(!pat("docker.io/library/busybox").matches(&other));
+                    prop_assert!(!pat("docker.io/*").matches(&other));
+                }
+            }
+
+            #[test]
+            fn every_spelling_of_a_registry_is_one_image(
+                mask in any::<u64>(),
+                zeros in prop::option::of(0usize..4),
+                suffix in suffix(),
+            ) {
+                let host = recase("registry.my.com", mask);
+                let domain = match zeros {
+                    Some(zeros) => format!("{host}:{}443", "0".repeat(zeros)),
+                    None => host.clone(),
+                };
+                let image = ImageRef::parse(&format!("{domain}/team/app{suffix}"))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(image.name(), "registry.my.com/team/app");
+                prop_assert!(pat("registry.my.com").matches(&image));
+                prop_assert!(pat("registry.my.com/team/*").matches(&image));
+                let other = ImageRef::parse(&format!("{host}:5000/team/app{suffix}"))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(other.domain(), "registry.my.com:5000");
+                prop_assert!(!pat("registry.my.com").matches(&other));
+            }
+        }
     }
 }

@@ -281,3 +281,54 @@ fn check_rewrites_settle(configs: &[MutationConfig], list: &[Mutation]) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_keys_are_canonical_registries() {
+        let rule = compile_rewrite("registry-1.docker.io:0443", "mirror.local/hub").expect("rule");
+        assert_eq!(rule.prefix, "docker.io");
+        for image in [
+            "nginx:1.25",
+            "index.docker.io:443/nginx:1.25",
+            "Registry-1.Docker.IO:443/library/nginx:1.25",
+        ] {
+            let image = ImageRef::parse(image).expect("image");
+            assert_eq!(
+                rule.apply(&image).as_deref(),
+                Some("mirror.local/hub/library/nginx:1.25")
+            );
+        }
+        let elsewhere = ImageRef::parse("registry-1.docker.io:5000/nginx:1.25").expect("image");
+        assert_eq!(rule.apply(&elsewhere), None);
+    }
+
+    #[test]
+    fn two_spellings_of_one_key_are_one_key() {
+        let yaml = "- name: m\n  rewrite_registries:\n    docker.io: a.io/hub\n    \
+                    registry-1.docker.io:443: b.io/hub\n";
+        let configs: Vec<MutationConfig> = serde_saphyr::from_str(yaml).expect("yaml");
+        let message = Mutations::compile(&configs)
+            .expect_err("duplicate key")
+            .to_string();
+        assert!(
+            message.contains("names the same prefix (docker.io)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_target_is_written_canonically() {
+        for target in [
+            "mirror.local:443/hub",
+            "mirror.local:05000/hub",
+            "registry-1.docker.io/mirror",
+        ] {
+            let message = compile_rewrite("quay.io", target).expect_err(target);
+            assert!(message.contains("written in full"), "{target}: {message}");
+        }
+        assert!(compile_rewrite("quay.io", "mirror.local:5000/hub").is_ok());
+    }
+}
