@@ -86,6 +86,14 @@ async fn serve(mock: &MockGithub, github: &str) -> TestServer {
     TestServer::start(&config(mock, github)).await
 }
 
+/// Like [`serve`], with a request deadline (60s) far beyond what load on a shared test machine
+/// can cause: for tests of what a burst does, not of how fast it is answered.
+async fn serve_patient(mock: &MockGithub, github: &str) -> TestServer {
+    logs();
+    let yaml = format!("{}limits:\n  request_timeout: 60s\n", config(mock, github));
+    TestServer::start(&yaml).await
+}
+
 fn review(version: &str, token: &str, audiences: &[&str]) -> String {
     let mut spec = json!({ "token": token });
     if !audiences.is_empty() {
@@ -130,12 +138,14 @@ fn assert_refused(status: &Value) {
     );
 }
 
-/// Asserts an error answer: not authenticated, `status.error` says GitHub could not be reached.
+/// Asserts an error answer: not authenticated, no user, `status.error` names GitHub (the
+/// apiserver caches neither the answer nor its absence), and the token is not in it.
 fn assert_unavailable(status: &Value, token: &str) {
     assert_eq!(status["authenticated"], false, "{status}");
     assert!(status.get("user").is_none(), "{status}");
+    assert!(status.get("audiences").is_none(), "{status}");
     let error = status["error"].as_str().unwrap_or_default();
-    assert!(error.contains("GitHub could not be reached"), "{status}");
+    assert!(error.starts_with("GitHub "), "{status}");
     assert!(!error.contains(token), "{status}");
 }
 
@@ -167,6 +177,55 @@ async fn h2(server: &TestServer) -> hyper::client::conn::http2::SendRequest<Full
     sender
 }
 
+/// Sends one review per entry of `tokens` (repeats allowed) at once over `connections` h2
+/// connections; each task yields that answer's `status`.
+async fn send_reviews(
+    server: &TestServer,
+    tokens: &[String],
+    connections: usize,
+) -> JoinSet<Value> {
+    let mut senders = Vec::new();
+    for _ in 0..connections {
+        senders.push(h2(server).await);
+    }
+    let mut tasks = JoinSet::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let mut sender = senders[i % connections].clone();
+        let body = review(V1, token, &[]);
+        tasks.spawn(async move {
+            let req = http::Request::builder()
+                .method(Method::POST)
+                .uri("https://localhost/authenticate?timeout=30s")
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("request");
+            sender.ready().await.expect("h2 ready");
+            let response = sender.send_request(req).await.expect("h2 request");
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            let json: Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(json["apiVersion"], V1);
+            json["status"].clone()
+        });
+    }
+    tasks
+}
+
+/// Every answer of `tasks`.
+async fn answers(mut tasks: JoinSet<Value>) -> Vec<Value> {
+    let mut statuses = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        statuses.push(done.expect("request task"));
+    }
+    statuses
+}
+
 /// Sends `count` reviews for each of `tokens` at once over `connections` h2 connections and
 /// returns every answer's `status`.
 async fn burst(
@@ -175,43 +234,20 @@ async fn burst(
     count: usize,
     connections: usize,
 ) -> Vec<Value> {
-    let mut senders = Vec::new();
-    for _ in 0..connections {
-        senders.push(h2(server).await);
-    }
-    let mut tasks = JoinSet::new();
-    for i in 0..count {
-        for token in tokens {
-            let mut sender = senders[i % connections].clone();
-            let body = review(V1, token, &[]);
-            tasks.spawn(async move {
-                let req = http::Request::builder()
-                    .method(Method::POST)
-                    .uri("https://localhost/authenticate?timeout=30s")
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("request");
-                sender.ready().await.expect("h2 ready");
-                let response = sender.send_request(req).await.expect("h2 request");
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .expect("body")
-                    .to_bytes();
-                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-                let json: Value = serde_json::from_slice(&body).expect("JSON");
-                assert_eq!(json["apiVersion"], V1);
-                json["status"].clone()
-            });
+    let all: Vec<String> = (0..count).flat_map(|_| tokens.iter().cloned()).collect();
+    answers(send_reviews(server, &all, connections).await).await
+}
+
+/// Waits until `ready` holds, checking every 10 ms for up to 30 s: a bounded wait for something
+/// that must happen, never a measure of how fast it happens.
+async fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if ready() {
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut statuses = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        statuses.push(done.expect("request task"));
-    }
-    statuses
+    panic!("not the case after 30s: {what}");
 }
 
 // ---- identity and groups ------------------------------------------------------------------
@@ -681,7 +717,7 @@ async fn a_thousand_concurrent_reviews_make_one_set_of_calls() {
             .team("acme", "sre", "SRE")
             .delayed(Duration::from_millis(500)),
     );
-    let server = serve(&mock, "allowed_orgs: [acme]").await;
+    let server = serve_patient(&mock, "allowed_orgs: [acme]").await;
     let statuses = burst(&server, &["ghp_stampede".to_owned()], 1000, 10).await;
     assert_eq!(statuses.len(), 1000);
     for status in &statuses {
@@ -703,7 +739,7 @@ async fn concurrent_reviews_share_one_failing_call() {
             .behaving(Behaviour::ServerError)
             .delayed(Duration::from_secs(2)),
     );
-    let server = serve(&mock, "allowed_orgs: [acme]").await;
+    let server = serve_patient(&mock, "allowed_orgs: [acme]").await;
     let statuses = burst(&server, &["ghp_stampede_err".to_owned()], 200, 4).await;
     assert_eq!(statuses.len(), 200);
     for status in &statuses {
@@ -771,6 +807,163 @@ async fn audiences_intersect_when_configured() {
     let status = decided(&client.post_json("/authenticate", post(&["api"])).await, V1);
     assert_eq!(status["authenticated"], true, "{status}");
     assert!(status.get("audiences").is_none(), "{status}");
+}
+
+/// Issue 6: what GitHub says about a token is cached by the token alone. Twenty different
+/// audience lists are one GitHub conversation, and each answer carries its own intersection
+/// (a subset of what that review asked for), or a refusal when it asks for nothing served.
+#[tokio::test]
+async fn twenty_audience_lists_make_one_set_of_github_calls() {
+    let mock = MockGithub::start().await;
+    mock.add(
+        "ghp_manyaudiences",
+        MockUser::new("aud", 23)
+            .member("acme", "active")
+            .team("acme", "sre", "SRE"),
+    );
+    let api = "https://kubernetes.default.svc";
+    let server = serve(
+        &mock,
+        &format!("allowed_orgs: [acme]\naudiences: [gatehouse, '{api}']"),
+    )
+    .await;
+    for i in 0..20 {
+        let mut client = server.client(BOTH[i % 2]).await;
+        let other = format!("aud-{i}");
+        let (asked, served): (Vec<&str>, Vec<&str>) = match i % 3 {
+            0 => (vec![&other, "gatehouse"], vec!["gatehouse"]),
+            1 => (vec![api, &other], vec![api]),
+            _ => (vec!["gatehouse", &other, api], vec!["gatehouse", api]),
+        };
+        let answer = client
+            .post_json("/authenticate", review(V1, "ghp_manyaudiences", &asked))
+            .await;
+        let status = decided(&answer, V1);
+        assert_eq!(status["authenticated"], true, "{asked:?}: {status}");
+        assert_eq!(status["audiences"], json!(served), "{asked:?}");
+    }
+    let calls = (
+        mock.calls("/user"),
+        mock.calls("/user/memberships/orgs/acme"),
+        mock.calls("/user/teams"),
+    );
+    assert_eq!(
+        calls,
+        (1, 1, 1),
+        "one conversation for twenty audience lists"
+    );
+    // The cached identity does not reach a review for audiences gatehouse does not serve.
+    let mut client = server.client(Proto::Http2).await;
+    let answer = client
+        .post_json(
+            "/authenticate",
+            review(V1BETA1, "ghp_manyaudiences", &["aud-x", "aud-y"]),
+        )
+        .await;
+    assert_refused(&decided(&answer, V1BETA1));
+    assert_eq!(mock.total(), 3, "and no call for it");
+
+    // Without configured audiences the apiserver checks them: still one conversation.
+    let server = serve(&mock, "allowed_orgs: [acme]").await;
+    let mut client = server.client(Proto::Http1).await;
+    for i in 0..20 {
+        let other = format!("aud-{i}");
+        let answer = client
+            .post_json(
+                "/authenticate",
+                review(V1, "ghp_manyaudiences", &[&other, api]),
+            )
+            .await;
+        let status = decided(&answer, V1);
+        assert_eq!(status["authenticated"], true, "{status}");
+        assert!(status.get("audiences").is_none(), "{status}");
+    }
+    assert_eq!(
+        mock.total(),
+        6,
+        "one more conversation for the second server"
+    );
+}
+
+/// Issue 6: at most `max_concurrent_lookups` GitHub conversations at once. With GitHub holding
+/// every answer, four tokens (one of them asked five times: single flight, one slot) take the
+/// four slots; 36 more tokens are answered at once, while GitHub still holds the four, with an
+/// uncached `status.error`; once GitHub answers, each of them succeeds when asked again.
+#[tokio::test]
+async fn github_lookups_past_the_cap_are_answered_at_once_with_an_uncached_error() {
+    const CAP: usize = 4;
+    const TOKENS: usize = 40;
+    let mock = MockGithub::start().await;
+    let token = |i: usize| format!("ghp_fanout{i:02}");
+    for i in 0..TOKENS {
+        mock.add(
+            &token(i),
+            MockUser::new(&format!("fan{i:02}"), 1000 + i as u64)
+                .member("acme", "active")
+                .team("acme", "sre", "SRE"),
+        );
+    }
+    // GitHub's budget is long enough that the held conversations outlast any load on the
+    // machine: they must still be open when the other tokens are refused.
+    let server = serve_patient(
+        &mock,
+        &format!("allowed_orgs: [acme]\nmax_concurrent_lookups: {CAP}\ntimeout: 30s"),
+    )
+    .await;
+    let authenticator = server.app.authenticator.as_ref().expect("route is on");
+    mock.hold();
+
+    let first: Vec<String> = [0, 0, 0, 0, 0, 1, 2, 3].map(token).to_vec();
+    let mut held = send_reviews(&server, &first, 2).await;
+    eventually(
+        "four conversations held by GitHub, eight reviews waiting",
+        || mock.open_tokens().len() == CAP && authenticator.reviews_in_flight() == first.len(),
+    )
+    .await;
+
+    let rest: Vec<String> = (CAP..TOKENS).map(token).collect();
+    let refused = answers(send_reviews(&server, &rest, 4).await).await;
+    assert_eq!(refused.len(), TOKENS - CAP);
+    for status in &refused {
+        assert_unavailable(status, "ghp_fanout");
+        let error = status["error"].as_str().unwrap_or_default();
+        assert!(error.contains("max_concurrent_lookups"), "{status}");
+    }
+    assert!(
+        held.try_join_next().is_none(),
+        "the first four are still waiting on GitHub"
+    );
+    assert_eq!(authenticator.lookups_refused(), (TOKENS - CAP) as u64);
+    assert_eq!(
+        mock.calls("/user"),
+        CAP,
+        "refused lookups never reach GitHub"
+    );
+    assert!(captured().contains("GitHub lookup refused"), "logged");
+
+    mock.release();
+    let statuses = answers(held).await;
+    assert_eq!(statuses.len(), first.len());
+    for status in &statuses {
+        assert_eq!(status["authenticated"], true, "{status}");
+    }
+    assert_eq!(
+        mock.calls("/user"),
+        CAP,
+        "token 0's five reviews shared one conversation"
+    );
+    assert_eq!(mock.peak_conversations(), CAP);
+
+    // Not cached: asked again (one at a time, under the cap), every refused token succeeds.
+    for (n, i) in (CAP..TOKENS).enumerate() {
+        let mut client = server.client(BOTH[n % 2]).await;
+        let status = ask(&mut client, &token(i)).await;
+        assert_eq!(status["authenticated"], true, "{status}");
+        assert_eq!(status["user"]["username"], format!("fan{i:02}"));
+    }
+    assert_eq!(mock.calls("/user"), TOKENS);
+    assert_eq!(mock.peak_conversations(), CAP);
+    assert_eq!(authenticator.reviews_in_flight(), 0);
 }
 
 #[tokio::test]

@@ -66,6 +66,12 @@ pub enum GithubError {
     /// The body could not be read, or was larger than 4 MiB.
     #[error("GitHub could not be reached: cannot read the answer from {0}")]
     Body(&'static str),
+    /// `max_concurrent_lookups` conversations were already in progress: not asked at all.
+    #[error(
+        "GitHub not asked: {0} lookups already in progress \
+         (authenticate.github.max_concurrent_lookups); try again"
+    )]
+    Busy(usize),
     /// A membership task stopped (a bug, or shutdown).
     #[error("GitHub could not be reached: internal error")]
     Task,
