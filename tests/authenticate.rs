@@ -373,10 +373,9 @@ async fn a_team_named_system_masters_never_becomes_a_system_group() {
         MockUser::new("mallory", 666)
             .member("acme", "active")
             .member("system", "active")
-            // GitHub's slug for a team named "system:masters".
+            // GitHub's slug for a team named "system:masters" (a hostile slug carrying the
+            // name itself is an error: odd_team_slugs_are_errors_not_cached).
             .team("acme", "system-masters", "system:masters")
-            // A hostile or broken server sending the name as the slug.
-            .team("acme", "system:masters", "system:masters")
             // An allowed org literally named `system` with a team `masters`.
             .team("system", "masters", "masters"),
     );
@@ -399,6 +398,146 @@ async fn a_team_named_system_masters_never_becomes_a_system_group() {
         "no bare team names: {groups:?}"
     );
     assert_eq!(groups, ["acme", "system", "acme:system-masters"]);
+}
+
+/// Issue 8: an answer GitHub never gives (an empty login, a newline in it, id 0...) is an error
+/// answer, asked again next time, and never a user; the token is in no log line about it.
+#[tokio::test]
+async fn odd_github_identities_are_errors_not_cached() {
+    let mock = MockGithub::start().await;
+    let too_long = "a".repeat(40);
+    let odd: Vec<(Value, &str)> = vec![
+        (json!({"login": "", "id": 5}), "login"),
+        (json!({"login": "octo\ncat", "id": 5}), "login"),
+        (json!({"login": "octocat\n", "id": 5}), "login"),
+        (json!({"login": "octo cat", "id": 5}), "login"),
+        (json!({"login": "system:admin", "id": 5}), "login"),
+        (json!({"login": "octo.cat", "id": 5}), "login"),
+        (json!({"login": "octocät", "id": 5}), "login"),
+        (json!({"login": "-", "id": 5}), "login"),
+        (json!({"login": "_acme", "id": 5}), "login"),
+        (json!({"login": too_long, "id": 5}), "login"),
+        (json!({"login": "octocat", "id": 0}), "id"),
+        (json!({"login": "octocat", "id": -1}), "malformed"),
+        (json!({"login": "octocat", "id": "583231"}), "malformed"),
+        (json!({"login": "octocat", "id": 1.5}), "malformed"),
+        (json!({"login": "octocat", "id": null}), "malformed"),
+        (json!({"login": "octocat"}), "malformed"),
+        (json!({"login": null, "id": 5}), "malformed"),
+        (json!({"id": 5}), "malformed"),
+        (json!({"login": 5, "id": 5}), "malformed"),
+    ];
+    let token = |i: usize| format!("ghp_ODDsecret{i:02}");
+    for (i, (body, _)) in odd.iter().enumerate() {
+        mock.add(
+            &token(i),
+            MockUser::new("unused", 1)
+                .member("acme", "active")
+                .team("acme", "sre", "SRE")
+                .user_answer(body.clone()),
+        );
+    }
+    let server = serve(&mock, "allowed_orgs: [acme]").await;
+    for (i, (body, says)) in odd.iter().enumerate() {
+        for (round, proto) in BOTH.into_iter().enumerate() {
+            let mut client = server.client(proto).await;
+            let status = ask(&mut client, &token(i)).await;
+            assert_unavailable(&status, &token(i));
+            let error = status["error"].as_str().unwrap_or_default();
+            assert!(error.contains(says), "{body}: {error}");
+            assert_eq!(
+                mock.calls("/user"),
+                2 * i + round + 1,
+                "{body}: not cached, GitHub is asked again"
+            );
+        }
+    }
+    assert_eq!(
+        mock.calls("/user/memberships/orgs/acme"),
+        0,
+        "no further call on an unusable identity"
+    );
+    assert!(!captured().contains("ODDsecret"), "a token reached the log");
+}
+
+/// Logins GitHub really issues are accepted as they are: today's syntax, accounts from before
+/// it, and Enterprise Managed Users (`<handle>_<shortcode>`).
+#[tokio::test]
+async fn every_login_github_issues_is_accepted() {
+    let mock = MockGithub::start().await;
+    let longest = "a".repeat(39);
+    let logins = [
+        "a",
+        "Octo-Cat-42",
+        longest.as_str(),
+        "foo-",
+        "gil--",
+        "-Jerry-",
+        "mona-lisa_acme",
+        "acme_admin",
+    ];
+    for (i, login) in logins.iter().enumerate() {
+        mock.add(
+            &format!("ghp_login{i}"),
+            MockUser::new(login, 100 + i as u64).member("acme", "active"),
+        );
+    }
+    let server = serve(&mock, "allowed_orgs: [acme]\nusername_prefix: 'github:'").await;
+    let mut client = server.client(Proto::Http2).await;
+    for (i, login) in logins.iter().enumerate() {
+        let status = ask(&mut client, &format!("ghp_login{i}")).await;
+        assert_eq!(status["authenticated"], true, "{login}: {status}");
+        assert_eq!(status["user"]["username"], format!("github:{login}"));
+        assert_eq!(status["user"]["uid"], (100 + i).to_string());
+    }
+}
+
+/// A team slug becomes part of a group name, so one GitHub never sends (`:`, a newline, empty,
+/// a space, non-ASCII, absurdly long) is an error answer, not cached, never a cleaned-up group.
+#[tokio::test]
+async fn odd_team_slugs_are_errors_not_cached() {
+    let mock = MockGithub::start().await;
+    let long = "t".repeat(256);
+    let slugs = [
+        "system:masters",
+        "sre\nops",
+        "",
+        "sre ops",
+        "sré",
+        long.as_str(),
+    ];
+    for (i, slug) in slugs.iter().enumerate() {
+        mock.add(
+            &format!("ghp_slug{i}"),
+            MockUser::new("teamed", 50)
+                .member("acme", "active")
+                .team("acme", "sre", "SRE")
+                .team("acme", slug, "Odd"),
+        );
+    }
+    // A slug in an org that is not allowed never becomes a group, so it is not judged.
+    mock.add(
+        "ghp_slugelsewhere",
+        MockUser::new("teamed", 50)
+            .member("acme", "active")
+            .team("acme", "my_team.v2", "My Team")
+            .team("elsewhere", "odd:slug", "Odd"),
+    );
+    let server = serve(&mock, "allowed_orgs: [acme]").await;
+    for (i, slug) in slugs.iter().enumerate() {
+        for (round, proto) in BOTH.into_iter().enumerate() {
+            let mut client = server.client(proto).await;
+            let status = ask(&mut client, &format!("ghp_slug{i}")).await;
+            assert_unavailable(&status, &format!("ghp_slug{i}"));
+            let error = status["error"].as_str().unwrap_or_default();
+            assert!(error.contains("team slug"), "{slug:?}: {error}");
+            assert_eq!(mock.calls("/user/teams"), 2 * i + round + 1, "{slug:?}");
+        }
+    }
+    let mut client = server.client(Proto::Http1).await;
+    let status = ask(&mut client, "ghp_slugelsewhere").await;
+    assert_eq!(status["authenticated"], true, "{status}");
+    assert_eq!(groups(&status), ["github:acme", "github:acme:my_team.v2"]);
 }
 
 #[tokio::test]

@@ -329,13 +329,8 @@ impl Naming {
             );
         }
         if self.groups.teams() {
+            // Slugs were checked against GitHub's syntax when read (github::is_team_slug).
             for (org, slug) in &user.teams {
-                // Slugs are GitHub's URL-safe names; anything else (a `:` above all) could
-                // forge another org's or a reserved group, so it is dropped, never cleaned up.
-                if !is_slug(slug) {
-                    tracing::warn!(login = %user.login, org = %org, "team slug is not a GitHub slug; no group");
-                    continue;
-                }
                 groups.push(format!("{}{org}:{slug}", self.group_prefix));
             }
         }
@@ -355,13 +350,6 @@ impl Naming {
             login: user.login,
         }))
     }
-}
-
-/// A GitHub team slug: letters, digits, `-`, `_`, `.`.
-fn is_slug(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]
@@ -412,12 +400,6 @@ mod tests {
             naming("", GroupsMode::Both).verdict(user(&["system"], &[("system", "masters")])),
         );
         assert_eq!(g, ["system"]);
-        // A slug carrying a colon is dropped whole.
-        let g = groups(naming("", GroupsMode::Teams).verdict(user(
-            &["acme"],
-            &[("acme", "system:masters"), ("acme", "ok")],
-        )));
-        assert_eq!(g, ["acme:ok"]);
     }
 
     #[test]
