@@ -46,7 +46,14 @@ pub struct GithubConfig {
     pub audiences: Vec<String>,
     /// Most cached decisions kept; the least useful are evicted beyond it.
     pub cache_max_entries: u64,
+    /// Most GitHub conversations (one per uncached token) in progress at once; past it a review
+    /// is answered at once with `status.error`.
+    pub max_concurrent_lookups: usize,
 }
+
+/// Upper bound of `max_concurrent_lookups`: far above any need, and well inside what a semaphore
+/// can count.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 10_000;
 
 impl Default for GithubConfig {
     fn default() -> Self {
@@ -66,6 +73,12 @@ impl Default for GithubConfig {
             negative_cache_ttl: HumanDuration(Duration::from_secs(30)),
             audiences: Vec::new(),
             cache_max_entries: 10_000,
+            // A conversation is about three GitHub calls of a few hundred ms, so 32 start some
+            // 50 new tokens a second: far more than people log in (answers are cached 5m here
+            // and 2m by the apiserver), while a flood of made-up tokens holds at most 32 × (1 +
+            // allowed orgs) requests and sockets and sends GitHub's abuse detection at most that
+            // many bad-credential calls at once.
+            max_concurrent_lookups: 32,
         }
     }
 }
@@ -215,6 +228,12 @@ impl AuthenticateConfig {
         if g.cache_max_entries == 0 {
             return Err(invalid("cache_max_entries", "must be greater than 0"));
         }
+        if !(1..=MAX_CONCURRENT_LOOKUPS).contains(&g.max_concurrent_lookups) {
+            return Err(invalid(
+                "max_concurrent_lookups",
+                format!("must be between 1 and {MAX_CONCURRENT_LOOKUPS}"),
+            ));
+        }
         Ok(())
     }
 }
@@ -290,6 +309,14 @@ mod tests {
             (
                 "github: {allowed_orgs: [a], cache_max_entries: 0}",
                 "cache_max_entries",
+            ),
+            (
+                "github: {allowed_orgs: [a], max_concurrent_lookups: 0}",
+                "max_concurrent_lookups",
+            ),
+            (
+                "github: {allowed_orgs: [a], max_concurrent_lookups: 10001}",
+                "max_concurrent_lookups",
             ),
         ] {
             let err = check(yaml).expect_err(yaml);

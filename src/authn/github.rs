@@ -24,6 +24,12 @@ use super::config::GithubConfig;
 use super::Refusal;
 use crate::config::ConfigError;
 
+/// GitHub's longest login; Enterprise Managed Users' `_shortcode` suffix counts towards it.
+pub const MAX_LOGIN_LEN: usize = 39;
+
+/// Longest team slug accepted. GitHub derives slugs from team names; this only bounds a group name.
+pub const MAX_SLUG_LEN: usize = 255;
+
 /// Teams are read 100 at a time, at most this many pages (1,000 teams); beyond it the extra
 /// teams are left out, which can only withhold permissions, never grant them.
 pub const MAX_TEAM_PAGES: u32 = 10;
@@ -66,6 +72,21 @@ pub enum GithubError {
     /// The body could not be read, or was larger than 4 MiB.
     #[error("GitHub could not be reached: cannot read the answer from {0}")]
     Body(&'static str),
+    /// A well-formed answer with a value GitHub never issues (an empty login, a newline in it, id
+    /// 0, a slug with a `:`): not a basis for a Kubernetes identity. The value is not quoted.
+    #[error("GitHub gave an unusable answer: {what} (from {path})")]
+    Unusable {
+        /// The API path (no token, no query).
+        path: &'static str,
+        /// What was wrong, without the value.
+        what: &'static str,
+    },
+    /// `max_concurrent_lookups` conversations were already in progress: not asked at all.
+    #[error(
+        "GitHub not asked: {0} lookups already in progress \
+         (authenticate.github.max_concurrent_lookups); try again"
+    )]
+    Busy(usize),
     /// A membership task stopped (a bug, or shutdown).
     #[error("GitHub could not be reached: internal error")]
     Task,
@@ -200,6 +221,20 @@ impl Github {
             Got::Denied(StatusCode::UNAUTHORIZED) => return Ok(Err(Refusal::BadCredentials)),
             Got::Denied(_) => return Ok(Err(Refusal::Forbidden)),
         };
+        // The login becomes the Kubernetes username and the id its uid: an answer GitHub would
+        // never give is an error (asked again next time), never a user.
+        if !is_login(&user.login) {
+            return Err(GithubError::Unusable {
+                path: "/user",
+                what: "the login is not a GitHub login",
+            });
+        }
+        if user.id == 0 {
+            return Err(GithubError::Unusable {
+                path: "/user",
+                what: "the id is not a positive number",
+            });
+        }
         let mut found = GithubUser {
             login: user.login,
             id: user.id,
@@ -289,6 +324,15 @@ impl Github {
                 else {
                     continue;
                 };
+                // A slug becomes part of a group name: a `:` could forge another org's group or
+                // a reserved one. GitHub never sends such a slug, so the whole answer is refused
+                // rather than cleaned up or silently shortened.
+                if !is_team_slug(&team.slug) {
+                    return Err(GithubError::Unusable {
+                        path: "/user/teams",
+                        what: "a team slug is not a GitHub slug",
+                    });
+                }
                 if seen.insert((org.clone(), team.slug.clone())) {
                     teams.push((org.clone(), team.slug));
                 }
@@ -348,6 +392,32 @@ impl Github {
     }
 }
 
+/// A login GitHub can issue: 1 to 39 ASCII letters, digits and hyphens, with at least one letter or
+/// digit. Today's sign-up form also forbids leading, trailing and doubled hyphens, but accounts
+/// from before those rules keep such logins (`foo-`, `gil--`), and their owners must not be locked
+/// out. An Enterprise Managed User's login is `<handle>_<shortcode>` (`mona_acme`, `acme_admin`):
+/// one `_` between two such parts. Nothing else (no `:`, space, control byte or non-ASCII letter).
+pub fn is_login(login: &str) -> bool {
+    let part = |p: &str| {
+        p.bytes().any(|b| b.is_ascii_alphanumeric())
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    login.len() <= MAX_LOGIN_LEN
+        && match login.split_once('_') {
+            Some((handle, shortcode)) => part(handle) && part(shortcode),
+            None => part(login),
+        }
+}
+
+/// A team slug as GitHub makes them from team names (lower case letters, digits, `-`, `_`; `.` and
+/// upper case are tolerated): never empty, never a `:`, space, control byte or non-ASCII.
+pub fn is_team_slug(slug: &str) -> bool {
+    (1..=MAX_SLUG_LEN).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// 429, or 403 with the primary limit spent (`x-ratelimit-remaining: 0`) or a secondary limit
 /// (`retry-after`): GitHub is saying "later", not "no".
 fn is_rate_limited(status: StatusCode, headers: &HeaderMap) -> bool {
@@ -376,6 +446,65 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("60"));
         assert!(is_rate_limited(StatusCode::FORBIDDEN, &h));
+    }
+
+    #[test]
+    fn logins_in_githubs_syntax_only() {
+        let longest = "a".repeat(MAX_LOGIN_LEN);
+        for ok in [
+            "a",
+            "octocat",
+            "Octo-Cat-42",
+            longest.as_str(),
+            // Accounts from before today's rules.
+            "foo-",
+            "gil--",
+            "-Jerry-",
+            // Enterprise Managed Users.
+            "mona-lisa_acme",
+            "acme_admin",
+            "2abvd19d_admin",
+        ] {
+            assert!(is_login(ok), "{ok:?}");
+        }
+        let too_long = "a".repeat(MAX_LOGIN_LEN + 1);
+        for bad in [
+            "",
+            "-",
+            "---",
+            "octo\ncat",
+            "octocat\n",
+            "octo cat",
+            "octo\tcat",
+            "system:admin",
+            "octo.cat",
+            "octo/cat",
+            "octocät",
+            "_acme",
+            "mona_",
+            "a_b_c",
+            too_long.as_str(),
+        ] {
+            assert!(!is_login(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn team_slugs() {
+        for ok in ["sre", "ml-platform", "my_team", "team.v2", "SRE"] {
+            assert!(is_team_slug(ok), "{ok:?}");
+        }
+        let long = "a".repeat(MAX_SLUG_LEN + 1);
+        for bad in [
+            "",
+            "system:masters",
+            "sre\nops",
+            "sre ops",
+            "sré",
+            long.as_str(),
+        ] {
+            assert!(!is_team_slug(bad), "{bad:?}");
+        }
     }
 
     #[test]

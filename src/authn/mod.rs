@@ -3,14 +3,22 @@
 //!
 //! A review ends in one of three ways ([`Decision`]): authenticated, refused (a decision: the
 //! token is bad or its owner may not log in; cached for `negative_cache_ttl`), or unavailable
-//! (GitHub did not answer usably; never cached, here or by the apiserver, so the next request
-//! asks again).
+//! (GitHub did not answer usably, or was not asked because `max_concurrent_lookups`
+//! conversations were already in progress; never cached, here or by the apiserver, so the next
+//! request asks again).
+//!
+//! The cache holds what GitHub said about a token, keyed by the token's hash alone; the audience
+//! rule depends only on the request and the configuration, so it is applied to every review
+//! around the cache and never splits one identity into several GitHub conversations.
 
 pub mod config;
 pub mod github;
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use crate::cache::{DecisionCache, Expiring};
 use sha2::{Digest, Sha256};
@@ -94,20 +102,17 @@ pub enum Decision {
     Unavailable(Arc<GithubError>),
 }
 
-/// SHA-256 over the token and the requested audiences: the cache never holds a token.
+/// SHA-256 of the token: the cache never holds a token. Audiences are not part of it: what GitHub
+/// says about a token does not depend on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey([u8; 32]);
 
 impl CacheKey {
-    /// The key for `token` asked for `audiences` (length-prefixed, so no two inputs collide by
-    /// concatenation).
-    pub fn new<A: AsRef<str>>(token: &str, audiences: &[A]) -> Self {
+    /// The key for `token`.
+    pub fn new(token: &str) -> Self {
         let mut hash = Sha256::new();
-        hash.update(b"gatehouse/authenticate/v1\0");
-        for part in std::iter::once(token).chain(audiences.iter().map(AsRef::as_ref)) {
-            hash.update((part.len() as u64).to_be_bytes());
-            hash.update(part.as_bytes());
-        }
+        hash.update(b"gatehouse/authenticate/v2\0");
+        hash.update(token.as_bytes());
         Self(hash.finalize().into())
     }
 }
@@ -135,6 +140,30 @@ pub struct Authenticator {
     token_prefixes: Vec<String>,
     audiences: Vec<String>,
     timeout: Duration,
+    /// One permit per GitHub conversation in progress (`max_concurrent_lookups`).
+    lookups: Semaphore,
+    max_lookups: usize,
+    /// Conversations not started because every permit was taken.
+    lookups_refused: AtomicU64,
+    /// Reviews past the cheap checks that have not had their answer yet.
+    reviews_in_flight: AtomicUsize,
+}
+
+/// Counts a review in [`Authenticator::reviews_in_flight`] for as long as it lives, so a review
+/// whose client went away is not counted forever.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -146,6 +175,8 @@ impl std::fmt::Debug for Authenticator {
             .field("token_prefixes", &self.token_prefixes)
             .field("audiences", &self.audiences)
             .field("timeout", &self.timeout)
+            .field("max_lookups", &self.max_lookups)
+            .field("lookups_refused", &self.lookups_refused)
             .finish()
     }
 }
@@ -183,11 +214,27 @@ impl Authenticator {
             token_prefixes: config.token_prefixes.clone(),
             audiences: config.audiences.clone(),
             timeout: config.timeout.0,
+            lookups: Semaphore::new(config.max_concurrent_lookups),
+            max_lookups: config.max_concurrent_lookups,
+            lookups_refused: AtomicU64::new(0),
+            reviews_in_flight: AtomicUsize::new(0),
         })
     }
 
-    /// Reviews `token` for `requested` audiences. Cheap refusals come first and call nobody;
-    /// then the cache; on a miss one GitHub conversation per key, however many reviews wait.
+    /// GitHub conversations not started because `max_concurrent_lookups` were in progress (each
+    /// answered every review waiting on it with `status.error`). For metrics.
+    pub fn lookups_refused(&self) -> u64 {
+        self.lookups_refused.load(Ordering::Relaxed)
+    }
+
+    /// Reviews waiting on the cache or on a GitHub conversation right now. For metrics.
+    pub fn reviews_in_flight(&self) -> usize {
+        self.reviews_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Reviews `token` for `requested` audiences. Cheap refusals come first and call nobody (the
+    /// audience rule among them); then the cache; on a miss one GitHub conversation per token,
+    /// however many reviews (with whatever audiences) wait for it.
     pub async fn review<A: AsRef<str>>(&self, token: &str, requested: &[A]) -> Decision {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_visible_ascii(token) {
             return Decision::Refused(Refusal::Malformed);
@@ -202,7 +249,8 @@ impl Authenticator {
         let Some(credential) = Credential::new(token) else {
             return Decision::Refused(Refusal::Malformed);
         };
-        let key = CacheKey::new(token, requested);
+        let key = CacheKey::new(token);
+        let _in_flight = InFlight::enter(&self.reviews_in_flight);
         // One GitHub conversation per missing key, the other reviews wait for its result;
         // errors are returned to all of them and cached nowhere.
         let lookup = self
@@ -239,8 +287,23 @@ impl Authenticator {
         (!common.is_empty()).then_some(common)
     }
 
-    /// The GitHub conversation for one key, bounded by `timeout` as a whole.
+    /// The GitHub conversation for one key, bounded by `timeout` as a whole and by
+    /// `max_concurrent_lookups` in number.
     async fn ask_github(&self, credential: &Credential) -> Result<Verdict, GithubError> {
+        // Taken inside the single flight, so the reviews sharing a conversation share its
+        // permit. No queue: past the cap the answer is an error at once (not cached, so the
+        // apiserver asks again on the user's next request) instead of a wait that a flood of
+        // new tokens could make as long as it likes.
+        let Ok(_permit) = self.lookups.try_acquire() else {
+            let refused = self.lookups_refused.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                target: "gatehouse::authn",
+                max_concurrent_lookups = self.max_lookups,
+                lookups_refused = refused,
+                "GitHub lookup refused: max_concurrent_lookups conversations already in progress"
+            );
+            return Err(GithubError::Busy(self.max_lookups));
+        };
         match tokio::time::timeout(self.timeout, self.github.identify(credential)).await {
             Err(_) => Err(GithubError::Timeout(self.timeout)),
             Ok(Err(error)) => Err(error),
@@ -266,13 +329,8 @@ impl Naming {
             );
         }
         if self.groups.teams() {
+            // Slugs were checked against GitHub's syntax when read (github::is_team_slug).
             for (org, slug) in &user.teams {
-                // Slugs are GitHub's URL-safe names; anything else (a `:` above all) could
-                // forge another org's or a reserved group, so it is dropped, never cleaned up.
-                if !is_slug(slug) {
-                    tracing::warn!(login = %user.login, org = %org, "team slug is not a GitHub slug; no group");
-                    continue;
-                }
                 groups.push(format!("{}{org}:{slug}", self.group_prefix));
             }
         }
@@ -292,13 +350,6 @@ impl Naming {
             login: user.login,
         }))
     }
-}
-
-/// A GitHub team slug: letters, digits, `-`, `_`, `.`.
-fn is_slug(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]
@@ -349,12 +400,6 @@ mod tests {
             naming("", GroupsMode::Both).verdict(user(&["system"], &[("system", "masters")])),
         );
         assert_eq!(g, ["system"]);
-        // A slug carrying a colon is dropped whole.
-        let g = groups(naming("", GroupsMode::Teams).verdict(user(
-            &["acme"],
-            &[("acme", "system:masters"), ("acme", "ok")],
-        )));
-        assert_eq!(g, ["acme:ok"]);
     }
 
     #[test]
@@ -370,16 +415,10 @@ mod tests {
     }
 
     #[test]
-    fn cache_key_depends_on_token_and_audiences_only() {
-        let a = CacheKey::new("ghp_a", &["x"]);
-        assert_eq!(a, CacheKey::new("ghp_a", &["x"]));
-        assert_ne!(a, CacheKey::new("ghp_b", &["x"]));
-        assert_ne!(a, CacheKey::new("ghp_a", &["y"]));
-        assert_ne!(
-            CacheKey::new("ab", &["c"]),
-            CacheKey::new("a", &["bc"]),
-            "length-prefixed"
-        );
-        assert_ne!(CacheKey::new::<&str>("ghp_a", &[]), a);
+    fn cache_key_is_the_tokens_hash() {
+        let a = CacheKey::new("ghp_a");
+        assert_eq!(a, CacheKey::new("ghp_a"));
+        assert_ne!(a, CacheKey::new("ghp_b"));
+        assert!(!format!("{a:?}").contains("ghp_a"));
     }
 }

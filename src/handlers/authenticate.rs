@@ -102,7 +102,7 @@ fn answer(decision: &Decision) -> (TokenReviewStatus<'_>, String) {
                 target: "gatehouse::authn",
                 error = %error,
                 cause = (!cause.is_empty()).then_some(cause.as_str()),
-                "GitHub unavailable; answered with status.error"
+                "no decision from GitHub; answered with status.error"
             );
             let status = TokenReviewStatus {
                 error: Some(Cow::Owned(error.to_string())),

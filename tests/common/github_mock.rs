@@ -1,8 +1,9 @@
 //! A GitHub REST API stand-in on 127.0.0.1 (plain HTTP/1.1, nothing leaves the machine): users
-//! keyed by token, the three calls gatehouse makes, and a counter per path.
+//! keyed by token, the three calls gatehouse makes, a counter per path, and a gate that holds
+//! every answer until released (to count the conversations open at once).
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How the mock answers every call made with a user's token.
@@ -49,6 +51,8 @@ pub struct MockUser {
     pub behaviour: Behaviour,
     /// Waited before every answer.
     pub delay: Option<Duration>,
+    /// Sent as the body of `/user` instead of `{"login": login, "id": id, ...}`: odd answers.
+    pub user_body: Option<serde_json::Value>,
 }
 
 impl MockUser {
@@ -91,6 +95,12 @@ impl MockUser {
         self.delay = Some(delay);
         self
     }
+
+    /// Answers `/user` with `body` (status 200) instead of the user's login and id.
+    pub fn user_answer(mut self, body: serde_json::Value) -> Self {
+        self.user_body = Some(body);
+        self
+    }
 }
 
 #[derive(Default)]
@@ -101,6 +111,47 @@ struct State {
     /// Requests without a usable `Authorization` header or off the API prefix.
     anomalies: Mutex<Vec<String>>,
     prefix: String,
+    /// Open requests per token, and the most distinct tokens ever open at once.
+    open: Mutex<Conversations>,
+    /// True while answers are held ([`MockGithub::hold`]).
+    held: watch::Sender<bool>,
+}
+
+/// The conversations (tokens with a request in progress) open now and at most.
+#[derive(Default)]
+struct Conversations {
+    requests: HashMap<String, usize>,
+    peak: usize,
+}
+
+/// Counts one open request for a token for as long as it lives.
+struct Open<'a> {
+    state: &'a State,
+    token: String,
+}
+
+impl<'a> Open<'a> {
+    fn new(state: &'a State, token: &str) -> Self {
+        let mut open = state.open.lock().expect("open");
+        *open.requests.entry(token.to_owned()).or_default() += 1;
+        open.peak = open.peak.max(open.requests.len());
+        Self {
+            state,
+            token: token.to_owned(),
+        }
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        let mut open = self.state.open.lock().expect("open");
+        if let Some(n) = open.requests.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                open.requests.remove(&self.token);
+            }
+        }
+    }
 }
 
 /// A running mock.
@@ -129,6 +180,7 @@ impl MockGithub {
         let addr = listener.local_addr().expect("mock addr");
         let state = Arc::new(State {
             prefix: prefix.to_owned(),
+            held: watch::Sender::new(false),
             ..State::default()
         });
         let served = state.clone();
@@ -184,6 +236,28 @@ impl MockGithub {
     /// Every call, all paths.
     pub fn total(&self) -> usize {
         self.state.calls.lock().expect("calls").values().sum()
+    }
+
+    /// From now on every answer waits until [`MockGithub::release`] (a GitHub that is slow for as
+    /// long as a test needs, without a timing guess).
+    pub fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    /// Lets every held answer go, and those that come later.
+    pub fn release(&self) {
+        self.state.held.send_replace(false);
+    }
+
+    /// The tokens with a request in progress now (each an open GitHub conversation).
+    pub fn open_tokens(&self) -> HashSet<String> {
+        let open = self.state.open.lock().expect("open");
+        open.requests.keys().cloned().collect()
+    }
+
+    /// The most conversations (distinct tokens with a request in progress) ever open at once.
+    pub fn peak_conversations(&self) -> usize {
+        self.state.open.lock().expect("open").peak
     }
 
     /// Requests that GitHub would not have accepted as gatehouse sent them (empty when all is well).
@@ -262,6 +336,10 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             json!({"message": "Requires authentication"}),
         );
     };
+    let _open = Open::new(state, &token);
+    let mut held = state.held.subscribe();
+    // Fails only when the mock is gone, and then nothing waits for this answer.
+    let _ = held.wait_for(|held| !*held).await;
     let user = state.users.lock().expect("users").get(&token).cloned();
     let Some(user) = user else {
         return json_response(
@@ -305,6 +383,9 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
     }
     if path == "/user" {
+        if let Some(body) = user.user_body {
+            return json_response(StatusCode::OK, body);
+        }
         // Extra and null fields, as GitHub sends; gatehouse must read only what it needs.
         return json_response(
             StatusCode::OK,
