@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::certs::KeyType;
 use crate::config::{Config, LogFormat};
 
 /// gatehouse: one hardened TLS webhook server for kube-apiserver (token authentication,
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the webhooks over HTTPS.
     Serve(ServeArgs),
+    /// Write a CA, a serving certificate (and optionally an apiserver client certificate).
+    Certs(CertsArgs),
 }
 
 /// `gatehouse serve` flags.
@@ -70,4 +73,51 @@ impl ServeArgs {
             config.log.format = *format;
         }
     }
+}
+
+/// `gatehouse certs` flags.
+#[derive(Clone, Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, ca.key, tls.crt, tls.key (and client.crt, client.key) into;
+    /// created mode 0700 when missing.
+    #[arg(long, value_name = "DIR", default_value = "pki")]
+    pub out_dir: PathBuf,
+    /// DNS name or IP address the serving certificate is for; repeat the flag or separate with
+    /// commas. The address kube-apiserver dials must be one of them.
+    #[arg(
+        long = "name",
+        value_name = "NAME",
+        value_delimiter = ',',
+        default_values = ["gatehouse.gatehouse.svc", "gatehouse.gatehouse.svc.cluster.local"]
+    )]
+    pub names: Vec<String>,
+    /// Also write client.crt/client.key for kube-apiserver (CN kube-apiserver, clientAuth), for
+    /// mTLS.
+    #[arg(long)]
+    pub client: bool,
+    /// Key algorithm (RSA is not offered: ring, gatehouse's only crypto backend, cannot
+    /// generate RSA keys).
+    #[arg(long, value_enum, value_name = "TYPE", default_value_t)]
+    pub key_type: KeyType,
+    /// Days the serving and client certificates are valid.
+    #[arg(long, value_name = "DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub days: u32,
+    /// Days the CA is valid (at least --days).
+    #[arg(long, value_name = "DAYS", default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub ca_days: u32,
+    /// Replace files that already exist (by default nothing is overwritten).
+    #[arg(long)]
+    pub force: bool,
+    /// Also write secret.yaml (mode 0600): a kubernetes.io/tls Secret with this name holding
+    /// tls.crt, tls.key and ca.crt.
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+    /// Namespace of the --secret manifest.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        default_value = "gatehouse",
+        requires = "secret"
+    )]
+    pub namespace: String,
 }
