@@ -25,6 +25,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write a CA, a serving certificate (and optionally an apiserver client certificate).
     Certs(CertsArgs),
+    /// Write the kubeconfigs and AdmissionConfiguration kube-apiserver needs for the static
+    /// hooks (token authentication, ImagePolicyWebhook), and print the flags and mounts.
+    ApiserverConfig(ApiserverConfigArgs),
 }
 
 /// `gatehouse serve` flags.
@@ -120,4 +123,44 @@ pub struct CertsArgs {
         requires = "secret"
     )]
     pub namespace: String,
+}
+
+/// `gatehouse apiserver-config` flags.
+#[derive(Clone, Debug, Args)]
+pub struct ApiserverConfigArgs {
+    /// gatehouse as kube-apiserver reaches it: https://HOST[:PORT]. HOST must be in the serving
+    /// certificate, and resolvable from the apiserver (usually on the host network).
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// The CA that signed gatehouse's serving certificate (PEM), e.g. pki/ca.crt.
+    #[arg(long, value_name = "PATH")]
+    pub ca: PathBuf,
+    /// Client certificate kube-apiserver presents to gatehouse (mTLS), e.g. pki/client.crt.
+    #[arg(long, value_name = "PATH", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key, e.g. pki/client.key.
+    #[arg(long, value_name = "PATH", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Directory to write into; copy it to --host-dir on every control-plane node.
+    #[arg(long, value_name = "DIR", default_value = "apiserver")]
+    pub out_dir: PathBuf,
+    /// Where the files live on the control-plane nodes (and in the apiserver's pod).
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/gatehouse")]
+    pub host_dir: PathBuf,
+    /// Refer to the CA and client files by path under --host-dir (they are copied into
+    /// --out-dir) instead of embedding them in the kubeconfigs.
+    #[arg(long)]
+    pub by_path: bool,
+    /// ImagePolicyWebhook allowTTL: seconds the apiserver caches an allow (1-1800).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1800))]
+    pub allow_ttl: u32,
+    /// ImagePolicyWebhook denyTTL: seconds the apiserver caches a denial (1-1800).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1800))]
+    pub deny_ttl: u32,
+    /// ImagePolicyWebhook retryBackoff: milliseconds between retries (1-300000).
+    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=300_000))]
+    pub retry_backoff: u32,
+    /// Replace files that already exist (by default nothing is overwritten).
+    #[arg(long)]
+    pub force: bool,
 }

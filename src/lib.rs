@@ -4,6 +4,7 @@
 //! [`listener`] (accept) → [`tls`] → [`stack`] (tower layers) → [`router`] → [`handlers`]
 //! → [`review`] (decode) → [`policy`] or [`mutation`] (decide) → [`review`] (encode).
 
+pub mod apiserver_config;
 pub mod app;
 pub mod authn;
 pub mod cache;
