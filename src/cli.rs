@@ -28,6 +28,8 @@ pub enum Command {
     /// Write the kubeconfigs and AdmissionConfiguration kube-apiserver needs for the static
     /// hooks (token authentication, ImagePolicyWebhook), and print the flags and mounts.
     ApiserverConfig(ApiserverConfigArgs),
+    /// Decide offline what the configured policies and mutations do to manifests.
+    Check(CheckArgs),
 }
 
 /// `gatehouse serve` flags.
@@ -163,4 +165,31 @@ pub struct ApiserverConfigArgs {
     /// Replace files that already exist (by default nothing is overwritten).
     #[arg(long)]
     pub force: bool,
+}
+
+/// How `gatehouse check` reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckOutput {
+    /// One line per object, indented details.
+    #[default]
+    Text,
+    /// One JSON document with every result and the totals.
+    Json,
+}
+
+/// `gatehouse check` flags.
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// YAML configuration file, as for serve; without it, embedded defaults.
+    #[arg(short = 'c', long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT", default_value_t)]
+    pub output: CheckOutput,
+    /// Namespace of objects that name none (kubectl's default).
+    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Manifests: YAML or JSON, several documents, List objects; - reads stdin.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod authn;
 pub mod cache;
 pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;

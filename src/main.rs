@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Certs(args) => gatehouse::pki::main(&args),
         Command::ApiserverConfig(args) => gatehouse::apiserver_config::main(&args),
+        Command::Check(args) => runtime.block_on(gatehouse::check::main(&args)),
     }
 }
 
