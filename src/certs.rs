@@ -157,16 +157,15 @@ const BACKDATE: Duration = Duration::from_secs(5 * 60);
 /// The client certificate's common name: what kube-apiserver is called in mTLS allow lists.
 pub const CLIENT_COMMON_NAME: &str = "kube-apiserver";
 
-/// Issues a CA, a serving certificate and optionally a client certificate.
-pub fn issue(request: &Request<'_>) -> Result<Issued, rcgen::Error> {
-    let alg = request.key_type.algorithm();
-    let now = SystemTime::now();
-    let validate = |params: &mut CertificateParams, lifetime: Duration| {
-        params.not_before = now.checked_sub(BACKDATE).unwrap_or(now).into();
-        params.not_after = now.checked_add(lifetime).unwrap_or(now).into();
-    };
+/// Sets the validity window: from a little before now until `lifetime` from now.
+fn window(params: &mut CertificateParams, now: SystemTime, lifetime: Duration) {
+    params.not_before = now.checked_sub(BACKDATE).unwrap_or(now).into();
+    params.not_after = now.checked_add(lifetime).unwrap_or(now).into();
+}
 
-    let ca_key = KeyPair::generate_for(alg)?;
+/// The CA's parameters, all derived from its key, so [`renew`] rebuilds the same issuer (name
+/// and key identifier) from `ca.key` alone.
+fn ca_params(ca_key: &KeyPair) -> Result<CertificateParams, rcgen::Error> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     // Path length 0: this CA signs leaf certificates only, never another CA.
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -181,11 +180,46 @@ pub fn issue(request: &Request<'_>) -> Result<Issued, rcgen::Error> {
         ),
     );
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(ca)
+}
+
+/// Issues a CA, a serving certificate and optionally a client certificate.
+pub fn issue(request: &Request<'_>) -> Result<Issued, rcgen::Error> {
+    let ca_key = KeyPair::generate_for(request.key_type.algorithm())?;
+    let mut ca = ca_params(&ca_key)?;
     if let Some(v) = request.validity {
-        validate(&mut ca, v.ca);
+        window(&mut ca, SystemTime::now(), v.ca);
     }
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
+    let pair = Pair {
+        cert: ca.self_signed(&ca_key)?.pem(),
+        key: ca_key.serialize_pem(),
+    };
+    let (serving, client) = leaves(request, &Issuer::new(ca, ca_key))?;
+    Ok(Issued {
+        ca: pair,
+        serving,
+        client,
+    })
+}
+
+/// Issues new serving (and client) certificates under an existing gatehouse CA, given its key
+/// (PEM): the CA certificate, and so the `caBundle`, stay as they are.
+pub fn renew(
+    request: &Request<'_>,
+    ca_key_pem: &str,
+) -> Result<(Pair, Option<Pair>), rcgen::Error> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = Issuer::new(ca_params(&ca_key)?, ca_key);
+    leaves(request, &issuer)
+}
+
+/// The serving certificate and, when asked for, the client certificate, signed by `issuer`.
+fn leaves(
+    request: &Request<'_>,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(Pair, Option<Pair>), rcgen::Error> {
+    let alg = request.key_type.algorithm();
+    let now = SystemTime::now();
 
     let key = KeyPair::generate_for(alg)?;
     let mut leaf = CertificateParams::new(Vec::<String>::new())?;
@@ -210,9 +244,12 @@ pub fn issue(request: &Request<'_>) -> Result<Issued, rcgen::Error> {
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.use_authority_key_identifier_extension = true;
     if let Some(v) = request.validity {
-        validate(&mut leaf, v.leaf);
+        window(&mut leaf, now, v.leaf);
     }
-    let cert = leaf.signed_by(&key, &issuer)?;
+    let serving = Pair {
+        cert: leaf.signed_by(&key, issuer)?.pem(),
+        key: key.serialize_pem(),
+    };
 
     let client = if request.client {
         let key = KeyPair::generate_for(alg)?;
@@ -224,28 +261,16 @@ pub fn issue(request: &Request<'_>) -> Result<Issued, rcgen::Error> {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         if let Some(v) = request.validity {
-            validate(&mut params, v.leaf);
+            window(&mut params, now, v.leaf);
         }
-        let cert = params.signed_by(&key, &issuer)?;
         Some(Pair {
-            cert: cert.pem(),
+            cert: params.signed_by(&key, issuer)?.pem(),
             key: key.serialize_pem(),
         })
     } else {
         None
     };
-
-    Ok(Issued {
-        ca: Pair {
-            cert: ca_cert.pem(),
-            key: issuer.key().serialize_pem(),
-        },
-        serving: Pair {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        },
-        client,
-    })
+    Ok((serving, client))
 }
 
 #[cfg(test)]

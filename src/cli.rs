@@ -113,6 +113,10 @@ pub struct CertsArgs {
     /// Replace files that already exist (by default nothing is overwritten).
     #[arg(long)]
     pub force: bool,
+    /// Keep the CA (ca.crt, ca.key in --out-dir) and issue new certificates signed by it,
+    /// replacing them: the caBundle stays the same, so nothing else needs updating.
+    #[arg(long, conflicts_with = "ca_days")]
+    pub renew: bool,
     /// Also write secret.yaml (mode 0600): a kubernetes.io/tls Secret with this name holding
     /// tls.crt, tls.key and ca.crt.
     #[arg(long, value_name = "NAME")]

@@ -255,6 +255,81 @@ fn certs_keys_are_0600_and_nothing_is_overwritten_without_force() {
 }
 
 #[test]
+fn certs_renew_keeps_the_ca_and_so_the_ca_bundle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = gatehouse(
+        dir.path(),
+        &["certs", "--ca-days", "30", "--days", "10"],
+        None,
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    let pki = dir.path().join("pki");
+    let (ca, ca_key, old) = (
+        read(pki.join("ca.crt")),
+        read(pki.join("ca.key")),
+        read(pki.join("tls.crt")),
+    );
+    let bundle = |out: &Output| {
+        stdout(out)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("caBundle: ").map(str::to_owned))
+            .expect("caBundle line")
+    };
+
+    let renewed = gatehouse(
+        dir.path(),
+        &[
+            "certs",
+            "--renew",
+            "--days",
+            "20",
+            "--secret",
+            "gatehouse-tls",
+        ],
+        None,
+    );
+    assert!(renewed.status.success(), "{}", stderr(&renewed));
+    assert_eq!(read(pki.join("ca.crt")), ca, "the CA is kept");
+    assert_eq!(read(pki.join("ca.key")), ca_key);
+    assert_eq!(
+        bundle(&renewed),
+        bundle(&first),
+        "the caBundle does not change"
+    );
+    let new = read(pki.join("tls.crt"));
+    assert_ne!(new, old, "a new serving certificate");
+    let day = Duration::from_secs(86_400);
+    verify_server(&ca, &new, "gatehouse.gatehouse.svc", 19 * day).expect("signed by the old CA");
+    let secret: Value = serde_saphyr::from_str(&read(pki.join("secret.yaml"))).expect("YAML");
+    let secret_ca = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["ca.crt"].as_str().expect("ca.crt"))
+        .expect("base64");
+    assert_eq!(secret_ca, ca.into_bytes());
+
+    // Past the CA's own end: refused, nothing replaced.
+    let too_long = gatehouse(dir.path(), &["certs", "--renew", "--days", "40"], None);
+    assert_eq!(too_long.status.code(), Some(1));
+    assert!(
+        stderr(&too_long).contains("expires before"),
+        "{}",
+        stderr(&too_long)
+    );
+    assert_eq!(read(pki.join("tls.crt")), new);
+
+    // A CA whose key is not the one in ca.key (ca.crt from elsewhere): refused.
+    let other = gatehouse::certs::generate(&["x"]).expect("other CA");
+    std::fs::write(pki.join("ca.crt"), other.ca_pem).expect("swap ca.crt");
+    let mismatched = gatehouse(dir.path(), &["certs", "--renew"], None);
+    assert_eq!(mismatched.status.code(), Some(1));
+    assert!(
+        stderr(&mismatched).contains("not a pair"),
+        "{}",
+        stderr(&mismatched)
+    );
+    assert_eq!(read(pki.join("tls.crt")), new);
+}
+
+#[test]
 fn certs_client_certificate_is_for_client_auth_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = gatehouse(dir.path(), &["certs", "--client"], None);
