@@ -242,10 +242,11 @@ fn verify_chain(ca: &str, cert: &str, names: &[Name], at: SystemTime) -> Result<
     for der in &roots_der {
         let end = not_after(der).ok_or("ca.crt: cannot read its validity")?;
         if end < at_secs.as_secs() as i64 {
-            return Err(format!(
-                "the CA in ca.crt expires before the renewed certificate would (--days); \
-                 shorten --days, or make a new CA without --renew"
-            ));
+            return Err(
+                "the CA in ca.crt expires before the renewed certificate would \
+                 (--days); shorten --days, or make a new CA without --renew"
+                    .to_owned(),
+            );
         }
     }
     let at = UnixTime::since_unix_epoch(at_secs);
