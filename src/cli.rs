@@ -114,7 +114,7 @@ pub struct CertsArgs {
     #[arg(long)]
     pub force: bool,
     /// Keep the CA (ca.crt, ca.key in --out-dir) and issue new certificates signed by it,
-    /// replacing them: the caBundle stays the same, so nothing else needs updating.
+    /// replacing the old ones: the caBundle and the apiserver files stay as they are.
     #[arg(long, conflicts_with = "ca_days")]
     pub renew: bool,
     /// Also write secret.yaml (mode 0600): a kubernetes.io/tls Secret with this name holding
