@@ -1,12 +1,14 @@
-//! Certificates generated at start when none are configured: a throwaway CA and a serving
-//! certificate it signs, so the apiserver (or curl) can trust the CA through `caBundle`.
+//! Certificates, the one place that makes them (rcgen): the throwaway pair `serve` generates when
+//! none is configured, and the CA, serving and client certificates `gatehouse certs` writes.
 
 use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    KeyUsagePurpose, SanType, SignatureAlgorithm,
 };
+use sha2::{Digest, Sha256};
 
 /// A CA and a serving certificate signed by it, as PEM.
 #[derive(Clone, Debug)]
@@ -19,37 +21,288 @@ pub struct GeneratedPki {
     pub key_pem: String,
 }
 
-/// Generates a CA and a serving certificate for `names` (DNS names or IP addresses).
+/// Generates a CA and a serving certificate for `names` (DNS names or IP addresses), as `serve`
+/// does at start when no certificate is configured.
 pub fn generate(names: &[&str]) -> Result<GeneratedPki, rcgen::Error> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name
-        .push(DnType::CommonName, "gatehouse generated CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-
-    let key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
-    leaf.distinguished_name.push(
-        DnType::CommonName,
-        names.first().copied().unwrap_or("gatehouse"),
-    );
-    leaf.subject_alt_names = names
+    // Names come from code here, not operators: anything that is not an IP goes in as DNS.
+    let names: Vec<Name> = names
         .iter()
-        .map(|n| match n.parse::<IpAddr>() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => Ok(SanType::DnsName((*n).try_into()?)),
+        .map(|n| parse_name(n).unwrap_or_else(|| Name::Dns((*n).to_owned())))
+        .collect();
+    let issued = issue(&Request {
+        names: &names,
+        key_type: KeyType::EcdsaP256,
+        validity: None,
+        client: false,
+    })?;
+    Ok(GeneratedPki {
+        ca_pem: issued.ca.cert,
+        cert_pem: issued.serving.cert,
+        key_pem: issued.serving.key,
+    })
+}
+
+/// The key algorithm of generated keys.
+///
+/// No RSA: rcgen generates RSA keys only with the aws-lc-rs backend, and gatehouse uses ring
+/// alone (no C/cmake build). ECDSA P-256 is accepted by every kube-apiserver and client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyType {
+    /// ECDSA on P-256 with SHA-256.
+    #[default]
+    EcdsaP256,
+    /// ECDSA on P-384 with SHA-384.
+    EcdsaP384,
+}
+
+impl KeyType {
+    fn algorithm(self) -> &'static SignatureAlgorithm {
+        match self {
+            Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        }
+    }
+
+    /// How operators name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ECDSA P-256",
+            Self::EcdsaP384 => "ECDSA P-384",
+        }
+    }
+}
+
+/// A subject alternative name of a serving certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Name {
+    /// A DNS name (lower case; `*.` allowed as the first label).
+    Dns(String),
+    /// An IP address.
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dns(name) => f.write_str(name),
+            Self::Ip(ip) => ip.fmt(f),
+        }
+    }
+}
+
+/// Reads a name as an IP address or a DNS name; `None` when it is neither.
+pub fn parse_name(name: &str) -> Option<Name> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Some(Name::Ip(ip));
+    }
+    let name = name.to_ascii_lowercase();
+    let rest = name.strip_prefix("*.").unwrap_or(&name);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    (name.len() <= 253 && rest.split('.').all(label_ok)).then_some(Name::Dns(name))
+}
+
+/// How long certificates live, counted from now.
+#[derive(Clone, Copy, Debug)]
+pub struct Validity {
+    /// The CA.
+    pub ca: Duration,
+    /// The serving and client certificates.
+    pub leaf: Duration,
+}
+
+/// What to issue.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    /// The serving certificate's names; the first is also its common name.
+    pub names: &'a [Name],
+    /// Key algorithm for every key.
+    pub key_type: KeyType,
+    /// `None`: rcgen's default (the throwaway pair `serve` generates).
+    pub validity: Option<Validity>,
+    /// Also a client certificate for kube-apiserver (CN `kube-apiserver`, clientAuth).
+    pub client: bool,
+}
+
+/// A certificate and its private key, as PEM.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    /// The certificate.
+    pub cert: String,
+    /// The private key (PKCS#8).
+    pub key: String,
+}
+
+/// Issued certificates.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The CA (self-signed); its certificate is the `caBundle`.
+    pub ca: Pair,
+    /// The serving certificate, signed by the CA.
+    pub serving: Pair,
+    /// The apiserver's client certificate, signed by the CA, when asked for.
+    pub client: Option<Pair>,
+}
+
+/// Certificates start this long before now: a node whose clock runs a little behind the machine
+/// that generated them must not see them as not yet valid (cfssl backdates by the same).
+const BACKDATE: Duration = Duration::from_secs(5 * 60);
+
+/// The client certificate's common name: what kube-apiserver is called in mTLS allow lists.
+pub const CLIENT_COMMON_NAME: &str = "kube-apiserver";
+
+/// Sets the validity window: from a little before now until `lifetime` from now.
+fn window(params: &mut CertificateParams, now: SystemTime, lifetime: Duration) {
+    params.not_before = now.checked_sub(BACKDATE).unwrap_or(now).into();
+    params.not_after = now.checked_add(lifetime).unwrap_or(now).into();
+}
+
+/// The CA's parameters, all derived from its key, so [`renew`] rebuilds the same issuer (name
+/// and key identifier) from `ca.key` alone.
+fn ca_params(ca_key: &KeyPair) -> Result<CertificateParams, rcgen::Error> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    // Path length 0: this CA signs leaf certificates only, never another CA.
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    // A name of its own per CA: two gatehouse CAs in one trust bundle (a rotation) or in one
+    // error message stay told apart, and a path builder never tries the wrong one.
+    let id = Sha256::digest(ca_key.public_key_raw());
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!(
+            "gatehouse CA {:02x}{:02x}{:02x}{:02x}",
+            id[0], id[1], id[2], id[3]
+        ),
+    );
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(ca)
+}
+
+/// Issues a CA, a serving certificate and optionally a client certificate.
+pub fn issue(request: &Request<'_>) -> Result<Issued, rcgen::Error> {
+    let ca_key = KeyPair::generate_for(request.key_type.algorithm())?;
+    let mut ca = ca_params(&ca_key)?;
+    if let Some(v) = request.validity {
+        window(&mut ca, SystemTime::now(), v.ca);
+    }
+    let pair = Pair {
+        cert: ca.self_signed(&ca_key)?.pem(),
+        key: ca_key.serialize_pem(),
+    };
+    let (serving, client) = leaves(request, &Issuer::new(ca, ca_key))?;
+    Ok(Issued {
+        ca: pair,
+        serving,
+        client,
+    })
+}
+
+/// Issues new serving (and client) certificates under an existing gatehouse CA, given its key
+/// (PEM): the CA certificate, and so the `caBundle`, stay as they are.
+pub fn renew(
+    request: &Request<'_>,
+    ca_key_pem: &str,
+) -> Result<(Pair, Option<Pair>), rcgen::Error> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = Issuer::new(ca_params(&ca_key)?, ca_key);
+    leaves(request, &issuer)
+}
+
+/// The serving certificate and, when asked for, the client certificate, signed by `issuer`.
+fn leaves(
+    request: &Request<'_>,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(Pair, Option<Pair>), rcgen::Error> {
+    let alg = request.key_type.algorithm();
+    let now = SystemTime::now();
+
+    let key = KeyPair::generate_for(alg)?;
+    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    // Clients match the SANs; the common name is only a label (at most 64 characters).
+    let common_name = request
+        .names
+        .first()
+        .map(ToString::to_string)
+        .filter(|n| n.len() <= 64)
+        .unwrap_or_else(|| "gatehouse".to_owned());
+    leaf.distinguished_name
+        .push(DnType::CommonName, common_name);
+    leaf.subject_alt_names = request
+        .names
+        .iter()
+        .map(|n| match n {
+            Name::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+            Name::Dns(dns) => Ok(SanType::DnsName(dns.as_str().try_into()?)),
         })
         .collect::<Result<_, rcgen::Error>>()?;
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = leaf.signed_by(&key, &issuer)?;
+    leaf.use_authority_key_identifier_extension = true;
+    if let Some(v) = request.validity {
+        window(&mut leaf, now, v.leaf);
+    }
+    let serving = Pair {
+        cert: leaf.signed_by(&key, issuer)?.pem(),
+        key: key.serialize_pem(),
+    };
 
-    Ok(GeneratedPki {
-        ca_pem: ca_cert.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    let client = if request.client {
+        let key = KeyPair::generate_for(alg)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, CLIENT_COMMON_NAME);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        if let Some(v) = request.validity {
+            window(&mut params, now, v.leaf);
+        }
+        Some(Pair {
+            cert: params.signed_by(&key, issuer)?.pem(),
+            key: key.serialize_pem(),
+        })
+    } else {
+        None
+    };
+    Ok((serving, client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_ips_or_dns_names() {
+        assert_eq!(
+            parse_name("10.0.0.1"),
+            Some(Name::Ip("10.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(parse_name("::1"), Some(Name::Ip("::1".parse().unwrap())));
+        assert_eq!(
+            parse_name("Gatehouse.gatehouse.SVC"),
+            Some(Name::Dns("gatehouse.gatehouse.svc".into()))
+        );
+        assert_eq!(
+            parse_name("*.example.com"),
+            Some(Name::Dns("*.example.com".into()))
+        );
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a b",
+            "a.*.b",
+            "https://x",
+            "x_y",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad:?}");
+        }
+    }
 }

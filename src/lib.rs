@@ -4,19 +4,23 @@
 //! [`listener`] (accept) → [`tls`] → [`stack`] (tower layers) → [`router`] → [`handlers`]
 //! → [`review`] (decode) → [`policy`] or [`mutation`] (decide) → [`review`] (encode).
 
+pub mod apiserver_config;
 pub mod app;
 pub mod authn;
 pub mod cache;
 pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod handlers;
 pub mod labels;
 pub mod listener;
 pub mod logging;
 pub mod matching;
 pub mod mutation;
+pub mod pki;
 pub mod policy;
 pub mod reference;
 pub mod review;

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Certs(args) => gatehouse::pki::main(&args),
+        Command::ApiserverConfig(args) => gatehouse::apiserver_config::main(&args),
+        Command::Check(args) => runtime.block_on(gatehouse::check::main(&args)),
     }
 }
 
