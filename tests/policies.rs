@@ -844,3 +844,240 @@ async fn updates_judge_only_what_changed() {
         );
     }
 }
+
+/// An image volume is pulled by the kubelet like a container image, so it is judged like one:
+/// in Pods and every pod template, with the volume named in the violation.
+#[tokio::test]
+async fn image_volumes_are_judged_in_pods_and_templates() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http2).await;
+    let volumes = json!([
+        {"name": "cfg", "configMap": {"name": "cfg"}},
+        {"name": "v", "image": {"reference": "quay.io/evil/payload:latest", "pullPolicy": "Always"}}
+    ]);
+    let spec = json!({"containers": [{"name": "app", "image": "registry.my.com/app:1"}],
+                      "volumes": volumes});
+    let tmpl = json!({"metadata": {"labels": good_labels()}, "spec": spec});
+    let meta = json!({"name": "w", "labels": good_labels()});
+    let cases = [
+        (("", "Pod"), json!({"metadata": meta, "spec": spec})),
+        (
+            ("apps", "Deployment"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("apps", "StatefulSet"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("apps", "DaemonSet"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("apps", "ReplicaSet"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("batch", "Job"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("", "ReplicationController"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("batch", "CronJob"),
+            json!({"metadata": meta, "spec": {"jobTemplate": {"spec": {"template": tmpl}}}}),
+        ),
+    ];
+    for version in VERSIONS {
+        for (gvk, object) in &cases {
+            let body = review(version, "iv", *gvk, "default", "CREATE", object.clone());
+            let v = validate(&mut client, version, "iv", body).await;
+            assert!(!v.allowed, "{gvk:?}: an image volume must not slip through");
+            assert!(
+                v.message.contains(
+                    "image volume \"v\" uses \"quay.io/evil/payload:latest\", which matches \
+                     denied pattern quay.io/evil/* (policy \"blocked\")"
+                ) && v.message.contains("not from an allowed registry"),
+                "{gvk:?}: {}",
+                v.message
+            );
+            let fixed = object
+                .to_string()
+                .replace("quay.io/evil/payload:latest", "registry.my.com/data:1");
+            let body = review(
+                version,
+                "iv",
+                *gvk,
+                "default",
+                "CREATE",
+                serde_json::from_str::<Value>(&fixed).expect("json"),
+            );
+            let v = validate(&mut client, version, "iv", body).await;
+            assert!(v.allowed, "{gvk:?}: {}", v.message);
+        }
+    }
+}
+
+/// On UPDATE an image volume already in oldObject (same name, same reference) is not judged
+/// again; a changed or added one is.
+#[tokio::test]
+async fn updates_judge_only_new_image_volumes() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    let with_volume = |name: &str, reference: &str| {
+        let mut p = pod(&["registry.my.com/app:1"]);
+        p["spec"]["volumes"] = json!([{"name": name, "image": {"reference": reference}}]);
+        p
+    };
+    let update = |old: &Value, new: &Value| {
+        let mut body: Value = serde_json::from_str(&review(
+            V1,
+            "uv",
+            ("", "Pod"),
+            "default",
+            "UPDATE",
+            new.clone(),
+        ))
+        .expect("json");
+        body["request"]["oldObject"] = old.clone();
+        body.to_string()
+    };
+    // Created before the policy: an update (a finalizer removed) goes through.
+    let old = with_volume("v", "busybox:1.36");
+    let v = validate(&mut client, V1, "uv", update(&old, &old)).await;
+    assert!(v.allowed, "{}", v.message);
+    // Another reference, or the same one under another name: judged.
+    for new in [
+        with_volume("v", "quay.io/evil/x:1"),
+        with_volume("w", "busybox:1.36"),
+    ] {
+        let v = validate(&mut client, V1, "uv", update(&old, &new)).await;
+        assert!(!v.allowed && v.message.contains("blocked"), "{}", v.message);
+    }
+    // A container of the same name and image is not an image volume: judged.
+    let mut new = old.clone();
+    new["spec"]["volumes"] = json!([]);
+    new["spec"]["containers"] = json!([{"name": "v", "image": "busybox:1.36"}]);
+    let v = validate(&mut client, V1, "uv", update(&old, &new)).await;
+    assert!(
+        !v.allowed && v.message.contains("container \"v\""),
+        "{}",
+        v.message
+    );
+}
+
+/// `limits.max_body`'s default: the largest review a peer may send.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Appends comma-separated `{"name":…,"image":…}` items to `out` until it is `size` bytes
+/// long, and returns how many; names are c0, c1, … or all "c".
+fn fill_containers(out: &mut String, size: usize, unique: bool, image: &str) -> usize {
+    let mut count = 0;
+    while out.len() < size {
+        if count > 0 {
+            out.push(',');
+        }
+        let name = if unique {
+            format!("c{count}")
+        } else {
+            "c".to_owned()
+        };
+        out.push_str(&format!(r#"{{"name":"{name}","image":"{image}"}}"#));
+        count += 1;
+    }
+    count
+}
+
+/// An ImageReview just under [`MAX_BODY`] of `image`, and how many images it holds.
+fn max_body_image_review(image: &str) -> (String, usize) {
+    let mut body = String::from(
+        r#"{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"default","containers":["#,
+    );
+    let item = format!(r#"{{"image":"{image}"}}"#);
+    let mut count = 0;
+    while body.len() + item.len() + 64 < MAX_BODY {
+        if count > 0 {
+            body.push(',');
+        }
+        body.push_str(&item);
+        count += 1;
+    }
+    body.push_str("]}}");
+    (body, count)
+}
+
+/// As many violating images as fit in `limits.max_body` (a 3.5 MB ImageReview of 250,000 images
+/// got a 21.5 MB denial): the answer stays under 16 KiB (denial, warnings and audit notes of at
+/// most 4 KiB each, plus JSON escaping and the envelope), lists the first violations in full
+/// and ends with how many more there are.
+#[tokio::test]
+async fn huge_reviews_get_bounded_answers() {
+    const BOUND: usize = 16 * 1024;
+    let yaml = "policies:\n  - name: no-latest\n    images:\n      deny_latest: true\n  - name: latest-warn\n    enforcement: warn\n    images:\n      deny_latest: true\n  - name: digests-audit\n    enforcement: audit\n    images:\n      require_digest: true\n";
+    let server = TestServer::start(yaml).await;
+    let mut client = server.client(Proto::Http2).await;
+    // Every listed violation names its policy once; the rest are counted.
+    let check = |text: &str, policy: &str, count: usize| {
+        let listed = text.matches(&format!("(policy \"{policy}\")")).count();
+        assert!((1..=10).contains(&listed), "{listed} listed: {text}");
+        let more = format!("; and {} more violations", count - listed);
+        assert!(text.ends_with(&more), "{text}");
+    };
+
+    let (body, count) = max_body_image_review("nginx");
+    let answer = client.post_json("/image_policy", body).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.len() < BOUND, "{} bytes", answer.body.len());
+    let json = answer.json();
+    assert_eq!(json["status"]["allowed"], false);
+    let reason = json["status"]["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("Images using latest tag are not allowed: image uses \"nginx\""));
+    check(reason, "no-latest", count);
+    let audit = json["status"]["auditAnnotations"]["policy-digests-audit"]
+        .as_str()
+        .expect("audit note");
+    assert!(
+        audit.starts_with(&format!("{count} violations: ")),
+        "{audit}"
+    );
+    check(audit, "digests-audit", count);
+
+    let mut object = String::from(r#"{"metadata":{"name":"p"},"spec":{"containers":["#);
+    let start = object.len();
+    let count = fill_containers(&mut object, start + MAX_BODY - 4096, true, "nginx");
+    object.push_str("]}}");
+    let body = review(
+        V1,
+        "huge",
+        ("", "Pod"),
+        "default",
+        "CREATE",
+        serde_json::from_str::<Value>(&object).expect("json"),
+    );
+    assert!(body.len() <= MAX_BODY);
+    let answer = client.post_json("/validate", body).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.len() < BOUND, "{} bytes", answer.body.len());
+    let json = answer.json();
+    let response = &json["response"];
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().expect("message");
+    assert!(message
+        .starts_with("Images using latest tag are not allowed: container \"c0\" uses \"nginx\""));
+    check(message, "no-latest", count);
+    let warnings = response["warnings"].as_array().expect("warnings");
+    assert!(warnings.len() <= 11, "{} warnings", warnings.len());
+    assert_eq!(
+        warnings.last(),
+        Some(&json!(format!(
+            "and {} more warnings not shown",
+            count - (warnings.len() - 1)
+        )))
+    );
+    let audit = response["auditAnnotations"]["policy-digests-audit"]
+        .as_str()
+        .expect("audit note");
+    check(audit, "digests-audit", count);
+}

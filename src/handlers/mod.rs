@@ -78,9 +78,9 @@ pub(crate) async fn decide(app: &App, subject: &Subject<'_>, route: &'static str
     if let Some(ticket) = &decision.break_glass {
         tracing::warn!(route, namespace = subject.namespace, kind = subject.kind, ticket = %ticket, "break-glass annotation bypassed image policies");
     }
-    for (key, violations) in &decision.audit {
-        if key != "break-glass" {
-            tracing::info!(route, namespace = subject.namespace, kind = subject.kind, policy = %key, violations = %violations, "audit-only policy violated");
+    for note in &decision.audit {
+        if note.key != "break-glass" {
+            tracing::info!(route, namespace = subject.namespace, kind = subject.kind, policy = %note.key, count = note.count, violations = %note.value, "audit-only policy violated");
         }
     }
     decision
