@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{admission_review as review, Proto, TestServer, BOTH};
 use serde_json::{json, Value};
 
@@ -1080,4 +1082,259 @@ async fn huge_reviews_get_bounded_answers() {
         .as_str()
         .expect("audit note");
     check(audit, "digests-audit", count);
+}
+
+/// gatehouse on a runtime of its own with one worker thread, its clients on another: work done
+/// on that worker would stop everything else the server does (`/healthz` included) until it
+/// ended, so a test sees whether a request's work stays off it.
+struct OneWorker {
+    server: Option<TestServer>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl OneWorker {
+    fn start(yaml: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let server = runtime.block_on(TestServer::start(yaml));
+        Self {
+            server: Some(server),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The server, until `take` moves it out.
+    fn server(&self) -> &TestServer {
+        self.server.as_ref().expect("server")
+    }
+}
+
+impl Drop for OneWorker {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        // Without waiting: a failing test must report, not wait for a worker stuck in work.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The runtime the test's clients run on.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("client runtime")
+}
+
+/// A Pod review just under [`MAX_BODY`]: containers (unique or duplicate names) using a
+/// compliant image, then one named "last" using `nginx` (latest tag). On UPDATE, oldObject
+/// holds as many containers with another compliant image, so every new image is judged.
+fn max_body_pod_review(uid: &str, operation: &str, unique: bool) -> String {
+    let objects = if operation == "UPDATE" { 2 } else { 1 };
+    // Room for the envelope and the "last" container.
+    let per_object = (MAX_BODY - 2048) / objects;
+    let labels = r#"{"example-validation":"true","team":"sre"}"#;
+    let object = |image: &str, last: bool| {
+        let mut out = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p","labels":{labels}}},"spec":{{"containers":["#
+        );
+        let start = out.len();
+        fill_containers(&mut out, start + per_object - 200, unique, image);
+        if last {
+            out.push_str(r#",{"name":"last","image":"nginx"}"#);
+        }
+        out.push_str("]}}");
+        out
+    };
+    let mut body = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"{uid}","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"namespace":"default","operation":"{operation}","userInfo":{{"username":"alice"}},"object":{}"#,
+        object("registry.my.com/app:2", true)
+    );
+    if operation == "UPDATE" {
+        body.push_str(&format!(
+            r#","oldObject":{}"#,
+            object("registry.my.com/app:1", false)
+        ));
+    }
+    body.push_str("}}");
+    assert!(body.len() <= MAX_BODY && body.len() > MAX_BODY - 8192);
+    body
+}
+
+/// Sends `body` to `path` on a connection of its own while another connection asks for
+/// `/healthz` until the answer arrives; each healthz answer must come within a generous bound.
+/// Returns the answer and how many healthz answers were asked for once `deciding` said the
+/// decision had started and arrived before the answer.
+async fn decided_while_healthz_answers(
+    server: &TestServer,
+    proto: Proto,
+    path: &'static str,
+    body: String,
+    deciding: impl Fn() -> bool,
+) -> (common::Answer, usize) {
+    let mut health = server.client(Proto::Http2).await;
+    let mut client = server.client(proto).await;
+    let big = tokio::spawn(async move { client.post_json(path, body).await });
+    let mut answered = 0;
+    while !big.is_finished() {
+        let during = deciding();
+        let answer = tokio::time::timeout(Duration::from_secs(30), health.get("/healthz"))
+            .await
+            .expect("/healthz must be answered while a large review is decided");
+        assert_eq!(answer.status, 200);
+        if during && !big.is_finished() {
+            answered += 1;
+        }
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(120), big)
+        .await
+        .expect("the review is answered")
+        .expect("client task");
+    (answer, answered)
+}
+
+/// The largest allowed reviews, of containers with unique and with duplicate names, on CREATE
+/// and on UPDATE (every image new, so each is looked up in oldObject): each is decided
+/// correctly within the default deadline, and `/healthz` is answered meanwhile, several times
+/// once the decision has started (on the single worker, work done there would allow none).
+#[test]
+fn max_body_reviews_are_decided_while_healthz_answers() {
+    let yaml = format!(
+        "{}\nroutes:\n  mutate: true\nmutations:\n  - name: mirror\n    match:\n      kinds: [Pod]\n    rewrite_registries:\n      docker.io: registry.my.com/dockerhub\n",
+        example_yaml()
+    );
+    let server = OneWorker::start(&yaml);
+    let app = server.server().app.clone();
+    // Counts policy evaluations: a decision has started once it moves.
+    let started = || {
+        let before = app.policies.evaluations();
+        let app = app.clone();
+        move || app.policies.evaluations() > before
+    };
+    client_runtime().block_on(async {
+        for (i, (operation, unique)) in [
+            ("CREATE", true),
+            ("CREATE", false),
+            ("UPDATE", true),
+            ("UPDATE", false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let uid = format!("big-{i}");
+            let proto = if i % 2 == 0 { Proto::Http1 } else { Proto::Http2 };
+            let body = max_body_pod_review(&uid, operation, unique);
+            let (answer, healthz) =
+                decided_while_healthz_answers(server.server(), proto, "/validate", body, started())
+                    .await;
+            let what = format!("{operation} unique={unique}");
+            assert_eq!(answer.status, 200, "{what}: {}", String::from_utf8_lossy(&answer.body));
+            let json = answer.json();
+            assert_eq!(json["response"]["uid"], uid.as_str());
+            assert_eq!(json["response"]["allowed"], false, "{what}");
+            assert_eq!(
+                json["response"]["status"]["message"],
+                "Images using latest tag are not allowed: container \"last\" uses \"nginx\" \
+                 (policy \"no-latest-tag\")",
+                "{what}"
+            );
+            assert!(healthz > 1, "{what}: {healthz} /healthz answers while it was decided");
+        }
+
+        // /mutate: kubectl debug of a pod with as many ephemeral containers as fit; only the
+        // new one is rewritten.
+        let mut old = String::from(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[],"ephemeralContainers":["#,
+        );
+        let start = old.len();
+        let count = fill_containers(&mut old, start + MAX_BODY / 2 - 2048, true, "busybox:1.36");
+        let new = format!(r#"{old},{{"name":"new","image":"busybox:1.36"}}]}}}}"#);
+        old.push_str("]}}");
+        let body = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"m","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"subResource":"ephemeralcontainers","namespace":"default","operation":"UPDATE","object":{new},"oldObject":{old}}}}}"#
+        );
+        assert!(body.len() <= MAX_BODY);
+        // Mutations are not counted: any /healthz answer while it is outstanding.
+        let (answer, healthz) =
+            decided_while_healthz_answers(server.server(), Proto::Http2, "/mutate", body, || true)
+                .await;
+        assert_eq!(answer.status, 200);
+        let patch = answer.json()["response"]["patch"]
+            .as_str()
+            .map(|p| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p))
+            .expect("a patch")
+            .expect("base64");
+        let ops: Value = serde_json::from_slice(&patch).expect("ops");
+        assert_eq!(
+            ops,
+            json!([{"op": "replace", "path": format!("/spec/ephemeralContainers/{count}/image"),
+                    "value": "registry.my.com/dockerhub/library/busybox:1.36"}])
+        );
+        assert!(healthz > 0, "/mutate: no /healthz answer while it was decided");
+
+        // /image_policy: as many images as fit.
+        let (body, _) = max_body_image_review("registry.my.com/app:1");
+        let (answer, healthz) = decided_while_healthz_answers(
+            server.server(),
+            Proto::Http1,
+            "/image_policy",
+            body,
+            started(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["status"]["allowed"], true);
+        assert!(healthz > 1, "/image_policy: {healthz} /healthz answers while it was decided");
+    });
+}
+
+/// Shutdown while the largest review is being decided: the review is answered and the server
+/// stops, instead of hanging until the work ends.
+#[test]
+fn shutdown_during_a_max_body_review_finishes_it_and_stops() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut one = OneWorker::start(&example_yaml());
+    let server = one.server.take().expect("server");
+    client_runtime().block_on(async move {
+        let body = max_body_pod_review("stop", "UPDATE", false);
+        let connector = tokio_rustls::TlsConnector::from(common::tls_client_config(
+            &server.ca_pem,
+            b"http/1.1",
+        ));
+        let tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("TLS");
+        let head = format!(
+            "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await.expect("write");
+        // Written whole: the server has read the head (and most of the body) by now, so the
+        // request is in flight when shutdown starts.
+        tls.write_all(body.as_bytes()).await.expect("write");
+        tls.flush().await.expect("flush");
+        tokio::time::timeout(Duration::from_secs(60), server.stop())
+            .await
+            .expect("shutdown must not hang on a review being decided");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut answer))
+            .await
+            .expect("the in-flight review is answered")
+            .ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains(r#""uid":"stop","allowed":false"#),
+            "{answer}"
+        );
+    });
+    drop(one);
 }
