@@ -417,8 +417,14 @@ fn assorted_objects() -> Vec<((&'static str, &'static str), Value)> {
     let containers = json!([{"name": "app", "image": "nginx:1.25"}]);
     let template = json!({"spec": {"containers": containers.clone(),
                                     "initContainers": [{"name": "init", "image": "busybox:1.36"}]}});
+    let mut with_volumes = pod("default", json!({}), containers.clone());
+    with_volumes["spec"]["volumes"] = json!([
+        {"name": "cfg", "configMap": {"name": "cfg"}},
+        {"name": "tools", "image": {"reference": "acme/tools:2"}}
+    ]);
     vec![
         (POD, pod("default", json!({}), containers.clone())),
+        (POD, with_volumes),
         (
             POD,
             pod(
@@ -433,7 +439,10 @@ fn assorted_objects() -> Vec<((&'static str, &'static str), Value)> {
                    "metadata": {"name": "d", "namespace": "default"},
                    "spec": {"selector": {"matchLabels": {"app": "d"}},
                             "template": {"metadata": {"labels": {"app": "d"}},
-                                         "spec": {"containers": containers.clone()}}}}),
+                                         "spec": {"containers": containers.clone(),
+                                                  "volumes": [{"name": "v", "image":
+                                                      {"reference": "busybox:1.36",
+                                                       "pullPolicy": "Always"}}]}}}}),
         ),
         (
             ("batch", "CronJob"),
@@ -678,6 +687,144 @@ async fn rewriting_covers_init_and_ephemeral_containers() {
     }
 }
 
+/// Image volumes (`volumes[].image`) are pulled like container images, so the mirror rewrites
+/// them and `image_pull_policy` sets their `pullPolicy`, in Pods and pod templates; a running
+/// Pod's volumes are immutable and never patched.
+#[tokio::test]
+async fn image_volumes_are_rewritten_like_containers() {
+    let yaml = "routes:\n  mutate: true\nmutations:\n  - name: mirror\n    match:\n      kinds: [Pod, Deployment]\n    rewrite_registries:\n      docker.io: registry.my.com/dockerhub\n    image_pull_policy: Always\n    overwrite: true\n";
+    let server = TestServer::start(yaml).await;
+    let mut client = server.client(Proto::Http2).await;
+    let volumes = json!([
+        {"name": "cfg", "configMap": {"name": "cfg"}},
+        {"name": "tools", "image": {"reference": "busybox:1.36", "pullPolicy": "IfNotPresent"}},
+        {"name": "mine", "image": {"reference": "registry.my.com/data:1"}},
+        {"name": "odd", "image": {"reference": "NGINX:1", "pullPolicy": "Always"}},
+        {"name": "unset", "image": {}}
+    ]);
+    let mut object = pod(
+        "default",
+        json!({}),
+        json!([{"name": "a", "image": "registry.my.com/app:1", "imagePullPolicy": "Always"}]),
+    );
+    object["spec"]["volumes"] = volumes.clone();
+    for version in VERSIONS {
+        let result = mutate(&mut client, version, POD, "default", &object).await;
+        assert_eq!(
+            paths(result.ops.as_deref().unwrap_or_default()),
+            [
+                "/spec/volumes/1/image/reference",
+                "/spec/volumes/1/image/pullPolicy",
+                "/spec/volumes/2/image/pullPolicy",
+                "/spec/volumes/4/image/pullPolicy",
+            ]
+        );
+        let mut expected = object.clone();
+        expected["spec"]["volumes"][1]["image"] = json!({
+            "reference": "registry.my.com/dockerhub/library/busybox:1.36", "pullPolicy": "Always"
+        });
+        expected["spec"]["volumes"][2]["image"]["pullPolicy"] = json!("Always");
+        expected["spec"]["volumes"][4]["image"] = json!({"pullPolicy": "Always"});
+        assert_eq!(result.object, expected);
+        let audit = &result.answer["response"]["auditAnnotations"]["image-rewrites"];
+        assert_eq!(
+            audit,
+            "volumes[1] \"tools\": busybox:1.36 -> registry.my.com/dockerhub/library/busybox:1.36"
+        );
+        // Reinvoked on its own output: nothing more.
+        let again = mutate(&mut client, version, POD, "default", &result.object).await;
+        assert!(again.ops.is_none(), "{}", again.answer);
+
+        // UPDATE of the running Pod: volumes are immutable, never patched.
+        let mut body: Value =
+            serde_json::from_str(&review(version, "upd", POD, "default", "UPDATE", &object))
+                .expect("json");
+        body["request"]["oldObject"] = object.clone();
+        let answer = client.post_json("/mutate", body.to_string()).await.json();
+        assert!(answer["response"].get("patch").is_none(), "{answer}");
+
+        // A Deployment's template: its image volumes follow, as its containers do.
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "default"},
+            "spec": {"template": {"metadata": {"labels": {"app": "d"}},
+                                  "spec": {"containers": [], "volumes": volumes.clone()}}}
+        });
+        let result = mutate(
+            &mut client,
+            version,
+            ("apps", "Deployment"),
+            "default",
+            &deployment,
+        )
+        .await;
+        assert_eq!(
+            result.object["spec"]["template"]["spec"]["volumes"][1]["image"]["reference"],
+            "registry.my.com/dockerhub/library/busybox:1.36"
+        );
+    }
+}
+
+/// `kubectl debug` on a pod that already has ephemeral containers (added before the mutation
+/// existed, or while gatehouse was down): the apiserver refuses any change to an existing one,
+/// so only the new one may be rewritten, or every later `kubectl debug` of the pod fails.
+#[tokio::test]
+async fn existing_ephemeral_containers_are_never_patched() {
+    let yaml = "routes:\n  mutate: true\nmutations:\n  - name: mirror\n    match:\n      kinds: [Pod]\n    rewrite_registries:\n      docker.io: registry.my.com/dockerhub\n    image_pull_policy: Always\n    overwrite: true\n";
+    let server = TestServer::start(yaml).await;
+    let mut client = server.client(Proto::Http1).await;
+    let mut old = pod(
+        "default",
+        json!({}),
+        json!([{"name": "app", "image": "registry.my.com/app:1", "imagePullPolicy": "Always"}]),
+    );
+    old["spec"]["volumes"] = json!([{"name": "v", "image": {"reference": "busybox:1.36"}}]);
+    old["spec"]["ephemeralContainers"] = json!([
+        {"name": "debug-1", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent"},
+        {"name": "debug-2", "image": "nicolaka/netshoot:v0.13"}
+    ]);
+    let mut new = old.clone();
+    new["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .expect("list")
+        .push(
+            json!({"name": "debug-3", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent"}),
+        );
+    for version in VERSIONS {
+        let mut body: Value =
+            serde_json::from_str(&review(version, "dbg", POD, "default", "UPDATE", &new))
+                .expect("json");
+        body["request"]["subResource"] = "ephemeralcontainers".into();
+        body["request"]["oldObject"] = old.clone();
+        let answer = client.post_json("/mutate", body.to_string()).await.json();
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().expect("a patch"))
+            .expect("base64");
+        let ops: Vec<Value> = serde_json::from_slice(&patch).expect("ops");
+        assert_eq!(
+            paths(&ops),
+            [
+                "/spec/ephemeralContainers/2/image",
+                "/spec/ephemeralContainers/2/imagePullPolicy",
+            ]
+        );
+        let patched = apply(&new, &ops);
+        let mut expected = new.clone();
+        expected["spec"]["ephemeralContainers"][2] = json!({"name": "debug-3",
+            "image": "registry.my.com/dockerhub/library/busybox:1.36", "imagePullPolicy": "Always"});
+        // Existing ephemeral containers, containers and volumes: exactly as they were.
+        assert_eq!(patched, expected);
+
+        // Without oldObject nothing tells which exist: none is touched.
+        body["request"]
+            .as_object_mut()
+            .expect("request")
+            .remove("oldObject");
+        let answer = client.post_json("/mutate", body.to_string()).await.json();
+        assert!(answer["response"].get("patch").is_none(), "{answer}");
+    }
+}
+
 #[tokio::test]
 async fn delete_connect_and_unmatched_requests_get_no_patch() {
     let server = TestServer::start(EXAMPLE).await;
@@ -746,6 +893,7 @@ async fn updates_never_patch_immutable_or_restarting_fields() {
             serde_json::from_str(&review(version, "eph", POD, "default", "UPDATE", &debugged))
                 .expect("json");
         body["request"]["subResource"] = "ephemeralcontainers".into();
+        body["request"]["oldObject"] = running.clone();
         let answer = client.post_json("/mutate", body.to_string()).await.json();
         let patch = base64::engine::general_purpose::STANDARD
             .decode(answer["response"]["patch"].as_str().expect("patch"))

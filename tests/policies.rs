@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{admission_review as review, Proto, TestServer, BOTH};
 use serde_json::{json, Value};
 
@@ -843,4 +845,496 @@ async fn updates_judge_only_what_changed() {
             v.warnings
         );
     }
+}
+
+/// An image volume is pulled by the kubelet like a container image, so it is judged like one:
+/// in Pods and every pod template, with the volume named in the violation.
+#[tokio::test]
+async fn image_volumes_are_judged_in_pods_and_templates() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http2).await;
+    let volumes = json!([
+        {"name": "cfg", "configMap": {"name": "cfg"}},
+        {"name": "v", "image": {"reference": "quay.io/evil/payload:latest", "pullPolicy": "Always"}}
+    ]);
+    let spec = json!({"containers": [{"name": "app", "image": "registry.my.com/app:1"}],
+                      "volumes": volumes});
+    let tmpl = json!({"metadata": {"labels": good_labels()}, "spec": spec});
+    let meta = json!({"name": "w", "labels": good_labels()});
+    let cases = [
+        (("", "Pod"), json!({"metadata": meta, "spec": spec})),
+        (
+            ("apps", "Deployment"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("apps", "StatefulSet"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("apps", "DaemonSet"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("apps", "ReplicaSet"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("batch", "Job"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("", "ReplicationController"),
+            json!({"metadata": meta, "spec": {"template": tmpl}}),
+        ),
+        (
+            ("batch", "CronJob"),
+            json!({"metadata": meta, "spec": {"jobTemplate": {"spec": {"template": tmpl}}}}),
+        ),
+    ];
+    for version in VERSIONS {
+        for (gvk, object) in &cases {
+            let body = review(version, "iv", *gvk, "default", "CREATE", object.clone());
+            let v = validate(&mut client, version, "iv", body).await;
+            assert!(!v.allowed, "{gvk:?}: an image volume must not slip through");
+            assert!(
+                v.message.contains(
+                    "image volume \"v\" uses \"quay.io/evil/payload:latest\", which matches \
+                     denied pattern quay.io/evil/* (policy \"blocked\")"
+                ) && v.message.contains("not from an allowed registry"),
+                "{gvk:?}: {}",
+                v.message
+            );
+            let fixed = object
+                .to_string()
+                .replace("quay.io/evil/payload:latest", "registry.my.com/data:1");
+            let body = review(
+                version,
+                "iv",
+                *gvk,
+                "default",
+                "CREATE",
+                serde_json::from_str::<Value>(&fixed).expect("json"),
+            );
+            let v = validate(&mut client, version, "iv", body).await;
+            assert!(v.allowed, "{gvk:?}: {}", v.message);
+        }
+    }
+}
+
+/// On UPDATE an image volume already in oldObject (same name, same reference) is not judged
+/// again; a changed or added one is.
+#[tokio::test]
+async fn updates_judge_only_new_image_volumes() {
+    let server = TestServer::start(&example_yaml()).await;
+    let mut client = server.client(Proto::Http1).await;
+    let with_volume = |name: &str, reference: &str| {
+        let mut p = pod(&["registry.my.com/app:1"]);
+        p["spec"]["volumes"] = json!([{"name": name, "image": {"reference": reference}}]);
+        p
+    };
+    let update = |old: &Value, new: &Value| {
+        let mut body: Value = serde_json::from_str(&review(
+            V1,
+            "uv",
+            ("", "Pod"),
+            "default",
+            "UPDATE",
+            new.clone(),
+        ))
+        .expect("json");
+        body["request"]["oldObject"] = old.clone();
+        body.to_string()
+    };
+    // Created before the policy: an update (a finalizer removed) goes through.
+    let old = with_volume("v", "busybox:1.36");
+    let v = validate(&mut client, V1, "uv", update(&old, &old)).await;
+    assert!(v.allowed, "{}", v.message);
+    // Another reference, or the same one under another name: judged.
+    for new in [
+        with_volume("v", "quay.io/evil/x:1"),
+        with_volume("w", "busybox:1.36"),
+    ] {
+        let v = validate(&mut client, V1, "uv", update(&old, &new)).await;
+        assert!(!v.allowed && v.message.contains("blocked"), "{}", v.message);
+    }
+    // A container of the same name and image is not an image volume: judged.
+    let mut new = old.clone();
+    new["spec"]["volumes"] = json!([]);
+    new["spec"]["containers"] = json!([{"name": "v", "image": "busybox:1.36"}]);
+    let v = validate(&mut client, V1, "uv", update(&old, &new)).await;
+    assert!(
+        !v.allowed && v.message.contains("container \"v\""),
+        "{}",
+        v.message
+    );
+}
+
+/// `limits.max_body`'s default: the largest review a peer may send.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Appends comma-separated `{"name":…,"image":…}` items to `out` until it is `size` bytes
+/// long, and returns how many; names are c0, c1, … or all "c".
+fn fill_containers(out: &mut String, size: usize, unique: bool, image: &str) -> usize {
+    let mut count = 0;
+    while out.len() < size {
+        if count > 0 {
+            out.push(',');
+        }
+        let name = if unique {
+            format!("c{count}")
+        } else {
+            "c".to_owned()
+        };
+        out.push_str(&format!(r#"{{"name":"{name}","image":"{image}"}}"#));
+        count += 1;
+    }
+    count
+}
+
+/// An ImageReview just under [`MAX_BODY`] of `image`, and how many images it holds.
+fn max_body_image_review(image: &str) -> (String, usize) {
+    let mut body = String::from(
+        r#"{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"default","containers":["#,
+    );
+    let item = format!(r#"{{"image":"{image}"}}"#);
+    let mut count = 0;
+    while body.len() + item.len() + 64 < MAX_BODY {
+        if count > 0 {
+            body.push(',');
+        }
+        body.push_str(&item);
+        count += 1;
+    }
+    body.push_str("]}}");
+    (body, count)
+}
+
+/// As many violating images as fit in `limits.max_body` (a 3.5 MB ImageReview of 250,000 images
+/// got a 21.5 MB denial): the answer stays under 16 KiB (denial, warnings and audit notes of at
+/// most 4 KiB each, plus JSON escaping and the envelope), lists the first violations in full
+/// and ends with how many more there are.
+#[tokio::test]
+async fn huge_reviews_get_bounded_answers() {
+    const BOUND: usize = 16 * 1024;
+    let yaml = "policies:\n  - name: no-latest\n    images:\n      deny_latest: true\n  - name: latest-warn\n    enforcement: warn\n    images:\n      deny_latest: true\n  - name: digests-audit\n    enforcement: audit\n    images:\n      require_digest: true\n";
+    let server = TestServer::start(yaml).await;
+    let mut client = server.client(Proto::Http2).await;
+    // Every listed violation names its policy once; the rest are counted.
+    let check = |text: &str, policy: &str, count: usize| {
+        let listed = text.matches(&format!("(policy \"{policy}\")")).count();
+        assert!((1..=10).contains(&listed), "{listed} listed: {text}");
+        let more = format!("; and {} more violations", count - listed);
+        assert!(text.ends_with(&more), "{text}");
+    };
+
+    let (body, count) = max_body_image_review("nginx");
+    let answer = client.post_json("/image_policy", body).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.len() < BOUND, "{} bytes", answer.body.len());
+    let json = answer.json();
+    assert_eq!(json["status"]["allowed"], false);
+    let reason = json["status"]["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("Images using latest tag are not allowed: image uses \"nginx\""));
+    check(reason, "no-latest", count);
+    let audit = json["status"]["auditAnnotations"]["policy-digests-audit"]
+        .as_str()
+        .expect("audit note");
+    assert!(
+        audit.starts_with(&format!("{count} violations: ")),
+        "{audit}"
+    );
+    check(audit, "digests-audit", count);
+
+    let mut object = String::from(r#"{"metadata":{"name":"p"},"spec":{"containers":["#);
+    let start = object.len();
+    let count = fill_containers(&mut object, start + MAX_BODY - 4096, true, "nginx");
+    object.push_str("]}}");
+    let body = review(
+        V1,
+        "huge",
+        ("", "Pod"),
+        "default",
+        "CREATE",
+        serde_json::from_str::<Value>(&object).expect("json"),
+    );
+    assert!(body.len() <= MAX_BODY);
+    let answer = client.post_json("/validate", body).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.len() < BOUND, "{} bytes", answer.body.len());
+    let json = answer.json();
+    let response = &json["response"];
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().expect("message");
+    assert!(message
+        .starts_with("Images using latest tag are not allowed: container \"c0\" uses \"nginx\""));
+    check(message, "no-latest", count);
+    let warnings = response["warnings"].as_array().expect("warnings");
+    assert!(warnings.len() <= 11, "{} warnings", warnings.len());
+    assert_eq!(
+        warnings.last(),
+        Some(&json!(format!(
+            "and {} more warnings not shown",
+            count - (warnings.len() - 1)
+        )))
+    );
+    let audit = response["auditAnnotations"]["policy-digests-audit"]
+        .as_str()
+        .expect("audit note");
+    check(audit, "digests-audit", count);
+}
+
+/// gatehouse on a runtime of its own with one worker thread, its clients on another: work done
+/// on that worker would stop everything else the server does (`/healthz` included) until it
+/// ended, so a test sees whether a request's work stays off it.
+struct OneWorker {
+    server: Option<TestServer>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl OneWorker {
+    fn start(yaml: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let server = runtime.block_on(TestServer::start(yaml));
+        Self {
+            server: Some(server),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The server, until `take` moves it out.
+    fn server(&self) -> &TestServer {
+        self.server.as_ref().expect("server")
+    }
+}
+
+impl Drop for OneWorker {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        // Without waiting: a failing test must report, not wait for a worker stuck in work.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The runtime the test's clients run on.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("client runtime")
+}
+
+/// A Pod review just under [`MAX_BODY`]: containers (unique or duplicate names) using a
+/// compliant image, then one named "last" using `nginx` (latest tag). On UPDATE, oldObject
+/// holds as many containers with another compliant image, so every new image is judged.
+fn max_body_pod_review(uid: &str, operation: &str, unique: bool) -> String {
+    let objects = if operation == "UPDATE" { 2 } else { 1 };
+    // Room for the envelope and the "last" container.
+    let per_object = (MAX_BODY - 2048) / objects;
+    let labels = r#"{"example-validation":"true","team":"sre"}"#;
+    let object = |image: &str, last: bool| {
+        let mut out = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p","labels":{labels}}},"spec":{{"containers":["#
+        );
+        let start = out.len();
+        fill_containers(&mut out, start + per_object - 200, unique, image);
+        if last {
+            out.push_str(r#",{"name":"last","image":"nginx"}"#);
+        }
+        out.push_str("]}}");
+        out
+    };
+    let mut body = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"{uid}","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"namespace":"default","operation":"{operation}","userInfo":{{"username":"alice"}},"object":{}"#,
+        object("registry.my.com/app:2", true)
+    );
+    if operation == "UPDATE" {
+        body.push_str(&format!(
+            r#","oldObject":{}"#,
+            object("registry.my.com/app:1", false)
+        ));
+    }
+    body.push_str("}}");
+    assert!(body.len() <= MAX_BODY && body.len() > MAX_BODY - 8192);
+    body
+}
+
+/// Sends `body` to `path` on a connection of its own while another connection asks for
+/// `/healthz` until the answer arrives; each healthz answer must come within a generous bound.
+/// Returns the answer and how many healthz answers were asked for once `deciding` said the
+/// decision had started and arrived before the answer.
+async fn decided_while_healthz_answers(
+    server: &TestServer,
+    proto: Proto,
+    path: &'static str,
+    body: String,
+    deciding: impl Fn() -> bool,
+) -> (common::Answer, usize) {
+    let mut health = server.client(Proto::Http2).await;
+    let mut client = server.client(proto).await;
+    let big = tokio::spawn(async move { client.post_json(path, body).await });
+    let mut answered = 0;
+    while !big.is_finished() {
+        let during = deciding();
+        let answer = tokio::time::timeout(Duration::from_secs(30), health.get("/healthz"))
+            .await
+            .expect("/healthz must be answered while a large review is decided");
+        assert_eq!(answer.status, 200);
+        if during && !big.is_finished() {
+            answered += 1;
+        }
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(120), big)
+        .await
+        .expect("the review is answered")
+        .expect("client task");
+    (answer, answered)
+}
+
+/// The largest allowed reviews, of containers with unique and with duplicate names, on CREATE
+/// and on UPDATE (every image new, so each is looked up in oldObject): each is decided
+/// correctly within the default deadline, and `/healthz` is answered meanwhile, several times
+/// once the decision has started (on the single worker, work done there would allow none).
+#[test]
+fn max_body_reviews_are_decided_while_healthz_answers() {
+    let yaml = format!(
+        "{}\nroutes:\n  mutate: true\nmutations:\n  - name: mirror\n    match:\n      kinds: [Pod]\n    rewrite_registries:\n      docker.io: registry.my.com/dockerhub\n",
+        example_yaml()
+    );
+    let server = OneWorker::start(&yaml);
+    let app = server.server().app.clone();
+    // Counts policy evaluations: a decision has started once it moves.
+    let started = || {
+        let before = app.policies.evaluations();
+        let app = app.clone();
+        move || app.policies.evaluations() > before
+    };
+    client_runtime().block_on(async {
+        for (i, (operation, unique)) in [
+            ("CREATE", true),
+            ("CREATE", false),
+            ("UPDATE", true),
+            ("UPDATE", false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let uid = format!("big-{i}");
+            let proto = if i % 2 == 0 { Proto::Http1 } else { Proto::Http2 };
+            let body = max_body_pod_review(&uid, operation, unique);
+            let (answer, healthz) =
+                decided_while_healthz_answers(server.server(), proto, "/validate", body, started())
+                    .await;
+            let what = format!("{operation} unique={unique}");
+            assert_eq!(answer.status, 200, "{what}: {}", String::from_utf8_lossy(&answer.body));
+            let json = answer.json();
+            assert_eq!(json["response"]["uid"], uid.as_str());
+            assert_eq!(json["response"]["allowed"], false, "{what}");
+            assert_eq!(
+                json["response"]["status"]["message"],
+                "Images using latest tag are not allowed: container \"last\" uses \"nginx\" \
+                 (policy \"no-latest-tag\")",
+                "{what}"
+            );
+            assert!(healthz > 1, "{what}: {healthz} /healthz answers while it was decided");
+        }
+
+        // /mutate: kubectl debug of a pod with as many ephemeral containers as fit; only the
+        // new one is rewritten.
+        let mut old = String::from(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[],"ephemeralContainers":["#,
+        );
+        let start = old.len();
+        let count = fill_containers(&mut old, start + MAX_BODY / 2 - 2048, true, "busybox:1.36");
+        let new = format!(r#"{old},{{"name":"new","image":"busybox:1.36"}}]}}}}"#);
+        old.push_str("]}}");
+        let body = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"m","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"subResource":"ephemeralcontainers","namespace":"default","operation":"UPDATE","object":{new},"oldObject":{old}}}}}"#
+        );
+        assert!(body.len() <= MAX_BODY);
+        // Mutations are not counted: any /healthz answer while it is outstanding.
+        let (answer, healthz) =
+            decided_while_healthz_answers(server.server(), Proto::Http2, "/mutate", body, || true)
+                .await;
+        assert_eq!(answer.status, 200);
+        let patch = answer.json()["response"]["patch"]
+            .as_str()
+            .map(|p| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p))
+            .expect("a patch")
+            .expect("base64");
+        let ops: Value = serde_json::from_slice(&patch).expect("ops");
+        assert_eq!(
+            ops,
+            json!([{"op": "replace", "path": format!("/spec/ephemeralContainers/{count}/image"),
+                    "value": "registry.my.com/dockerhub/library/busybox:1.36"}])
+        );
+        assert!(healthz > 0, "/mutate: no /healthz answer while it was decided");
+
+        // /image_policy: as many images as fit.
+        let (body, _) = max_body_image_review("registry.my.com/app:1");
+        let (answer, healthz) = decided_while_healthz_answers(
+            server.server(),
+            Proto::Http1,
+            "/image_policy",
+            body,
+            started(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["status"]["allowed"], true);
+        assert!(healthz > 1, "/image_policy: {healthz} /healthz answers while it was decided");
+    });
+}
+
+/// Shutdown while the largest review is being decided: the review is answered and the server
+/// stops, instead of hanging until the work ends.
+#[test]
+fn shutdown_during_a_max_body_review_finishes_it_and_stops() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut one = OneWorker::start(&example_yaml());
+    let server = one.server.take().expect("server");
+    client_runtime().block_on(async move {
+        let body = max_body_pod_review("stop", "UPDATE", false);
+        let connector = tokio_rustls::TlsConnector::from(common::tls_client_config(
+            &server.ca_pem,
+            b"http/1.1",
+        ));
+        let tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("TLS");
+        let head = format!(
+            "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await.expect("write");
+        // Written whole: the server has read the head (and most of the body) by now, so the
+        // request is in flight when shutdown starts.
+        tls.write_all(body.as_bytes()).await.expect("write");
+        tls.flush().await.expect("flush");
+        tokio::time::timeout(Duration::from_secs(60), server.stop())
+            .await
+            .expect("shutdown must not hang on a review being decided");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut answer))
+            .await
+            .expect("the in-flight review is answered")
+            .ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains(r#""uid":"stop","allowed":false"#),
+            "{answer}"
+        );
+    });
+    drop(one);
 }

@@ -10,7 +10,7 @@ use crate::error::{json_response, Rejection, Response};
 use crate::policy::{ImageUse, Subject};
 use crate::review::admission::Operation;
 use crate::review::image::{ImageReview, ImageReviewKind, ImageReviewStatus};
-use crate::review::object::ContainerList;
+use crate::review::object::ImageSource;
 use crate::review::{decode, DecodeError};
 
 const WHAT: &str = "ImageReview";
@@ -23,7 +23,9 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
         field: "spec",
     })?;
     let subject = Subject {
-        // The plugin runs on pod CREATE (and ephemeral container updates); it says which in neither case.
+        // The plugin sends pods on CREATE and UPDATE (containers and init containers) and on
+        // pods/ephemeralcontainers (the ephemeral ones), never image volumes, and says which in
+        // no case: every image it sends is judged.
         operation: Operation::Create,
         kind: "Pod",
         namespace: &spec.namespace,
@@ -31,8 +33,8 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
             .containers
             .iter()
             .map(|c| ImageUse {
-                container: "",
-                list: ContainerList::Containers,
+                name: "",
+                source: ImageSource::Containers,
                 image: &c.image,
             })
             .collect(),
@@ -47,12 +49,18 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
         spec: None,
         status: Some(ImageReviewStatus {
             allowed: decision.allowed(),
-            reason: decision.message().map(Cow::Owned),
+            // The same bounded message as /validate's denial.
+            reason: decision.message.as_deref().map(Cow::Borrowed),
             audit_annotations: (!decision.audit.is_empty()).then(|| {
                 decision
                     .audit
                     .iter()
-                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                    .map(|note| {
+                        (
+                            Cow::Borrowed(note.key.as_str()),
+                            Cow::Borrowed(note.value.as_str()),
+                        )
+                    })
                     .collect()
             }),
         }),

@@ -24,6 +24,13 @@ use crate::error::{Rejection, Response};
 use crate::policy::{Decision, PolicyInput, Subject};
 use crate::router::Route;
 
+/// Review bodies above this size are decoded, decided and encoded on tokio's blocking pool: a
+/// review near `limits.max_body` is milliseconds to seconds of CPU, and on a runtime worker it
+/// would hold up `/healthz` and every connection served there (the deadline layer too). Below
+/// it (a typical Pod review is 5-20 KiB) the work is a fraction of a millisecond, about what
+/// the hand-off to another thread costs, so the hot path stays inline.
+pub const INLINE_MAX: usize = 64 * 1024;
+
 /// Dispatches a request, its route already resolved, to its handler.
 #[derive(Clone, Debug)]
 pub struct Handlers {
@@ -52,17 +59,51 @@ impl tower::Service<Request<Bytes>> for Handlers {
             let route = req.extensions().get::<Route>().copied();
             let body = req.into_body();
             let answer = match route {
-                Some(Route::Authenticate) => authenticate::handle(&app, &body).await,
-                Some(Route::Validate) => validate::handle(&app, &body).await,
-                Some(Route::Mutate) => mutate::handle(&app, &body).await,
-                Some(Route::ImagePolicy) => image_policy::handle(&app, &body).await,
-                Some(Route::Healthz) => Ok(health::healthz()),
-                Some(Route::Readyz) => Ok(health::readyz(&app)),
+                Some(route) if cpu_bound(route) && body.len() > INLINE_MAX => {
+                    off_the_runtime(app, route, body).await
+                }
+                Some(route) => dispatch(&app, route, &body).await,
                 // Disabled routes never resolve; this is the stack built without the router.
                 None => Err(Rejection::NotFound("this route".to_owned())),
             };
             Ok(answer.unwrap_or_else(Rejection::into_response))
         })
+    }
+}
+
+/// The routes whose work is computation that grows with the body. `/authenticate` waits on
+/// GitHub instead, and must not hold a blocking-pool thread while it does.
+fn cpu_bound(route: Route) -> bool {
+    matches!(route, Route::Validate | Route::Mutate | Route::ImagePolicy)
+}
+
+/// Calls the route's handler.
+async fn dispatch(app: &App, route: Route, body: &[u8]) -> Result<Response, Rejection> {
+    match route {
+        Route::Authenticate => authenticate::handle(app, body).await,
+        Route::Validate => validate::handle(app, body).await,
+        Route::Mutate => mutate::handle(app, body).await,
+        Route::ImagePolicy => image_policy::handle(app, body).await,
+        Route::Healthz => Ok(health::healthz()),
+        Route::Readyz => Ok(health::readyz(app)),
+    }
+}
+
+/// Runs the handler on the blocking pool. Past the deadline the caller answers 504 and drops
+/// this future; the work, linear in the body, ends soon after on its own thread.
+async fn off_the_runtime(app: Arc<App>, route: Route, body: Bytes) -> Result<Response, Rejection> {
+    let runtime = tokio::runtime::Handle::current();
+    // The only await inside is the decision cache (a concurrent identical miss), so blocking this
+    // pool thread on it is fine.
+    let work = tokio::task::spawn_blocking(move || runtime.block_on(dispatch(&app, route, &body)));
+    match work.await {
+        Ok(answer) => answer,
+        Err(e) if e.is_panic() => {
+            tracing::error!(?route, "handler panicked");
+            Err(Rejection::Panic)
+        }
+        // Cancelled: the runtime is shutting down.
+        Err(_) => Err(Rejection::Unavailable),
     }
 }
 
@@ -78,9 +119,9 @@ pub(crate) async fn decide(app: &App, subject: &Subject<'_>, route: &'static str
     if let Some(ticket) = &decision.break_glass {
         tracing::warn!(route, namespace = subject.namespace, kind = subject.kind, ticket = %ticket, "break-glass annotation bypassed image policies");
     }
-    for (key, violations) in &decision.audit {
-        if key != "break-glass" {
-            tracing::info!(route, namespace = subject.namespace, kind = subject.kind, policy = %key, violations = %violations, "audit-only policy violated");
+    for note in &decision.audit {
+        if note.key != "break-glass" {
+            tracing::info!(route, namespace = subject.namespace, kind = subject.kind, policy = %note.key, count = note.count, violations = %note.value, "audit-only policy violated");
         }
     }
     decision

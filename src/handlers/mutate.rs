@@ -71,6 +71,7 @@ fn target<'v, 'a>(request: &'v RequestView<'a>) -> Target<'v, 'a> {
         namespace,
         sub_resource: request.sub_resource.as_deref(),
         object,
+        old_object: request.old_object.as_ref(),
     }
 }
 

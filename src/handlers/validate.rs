@@ -1,6 +1,7 @@
 //! `POST /validate`: a validating AdmissionReview → allow, deny or warn. Never a patch.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -11,7 +12,7 @@ use crate::policy::{Decision, ImageUse, Subject};
 use crate::review::admission::{
     decode_admission, encode_response, AdmissionResponse, Operation, RequestView, Status,
 };
-use crate::review::object::{PodLocation, PodView};
+use crate::review::object::{ImageSource, PodLocation, PodView};
 use crate::review::StrMap;
 
 static NO_LABELS: StrMap<'static> = StrMap::new();
@@ -29,10 +30,12 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
 
 /// Projects a request onto what policies read.
 ///
-/// On UPDATE only what changed is judged: images that were not already in the old object, and
-/// labels only when they changed. Otherwise tightening a policy would refuse every later update
-/// of existing pods (a controller removing a finalizer, `kubectl label`) and leave them stuck;
-/// the ImagePolicyWebhook plugin likewise judges pods at creation and new ephemeral containers.
+/// Every image the pod makes the node pull is judged: containers', init containers', ephemeral
+/// containers' and image volumes'. On UPDATE only what changed is judged: images that were not
+/// already in the old object (same list, same container or volume name, same image), and labels
+/// only when they changed. Otherwise tightening a policy would refuse every later update
+/// of existing pods (a controller removing a finalizer, `kubectl label`) and leave them stuck.
+/// (The ImagePolicyWebhook plugin cannot do this: an ImageReview carries no oldObject.)
 pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
     let object = request.object.as_ref();
     let operation = Operation::parse(&request.operation);
@@ -43,22 +46,20 @@ pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
     let location = PodLocation::for_kind(&request.kind.group, &request.kind.kind);
     let pod = object.zip(location).map(|(o, l)| o.pod(l));
     let old_pod = old.zip(location).map(|(o, l)| o.pod(l));
-    let images = match &pod {
-        Some(pod) => pod
-            .spec
-            .map(|spec| {
-                spec.containers()
-                    .filter_map(|(list, _, c)| {
-                        c.image.as_deref().map(|image| ImageUse {
-                            container: &c.name,
-                            list,
-                            image,
-                        })
-                    })
-                    .filter(|u| !had_image(old_pod.as_ref(), u))
-                    .collect()
+    // Indexed once: one lookup per new image keeps UPDATE linear in the two objects.
+    let old_images = old_images(old_pod.as_ref());
+    let images = match pod.as_ref().and_then(|p| p.spec) {
+        Some(spec) => spec
+            .images()
+            .filter_map(|slot| {
+                slot.image.map(|image| ImageUse {
+                    name: slot.name,
+                    source: slot.source,
+                    image,
+                })
             })
-            .unwrap_or_default(),
+            .filter(|u| !old_images.contains(&(u.source, u.name, u.image)))
+            .collect(),
         None => Vec::new(),
     };
     // Break glass may sit on the object or, for workloads, on the pods it will create.
@@ -95,22 +96,22 @@ pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
     }
 }
 
-/// True when the old pod already ran this image in the same container.
-fn had_image(old: Option<&PodView<'_, '_>>, image: &ImageUse<'_>) -> bool {
-    old.and_then(|p| p.spec).is_some_and(|spec| {
-        spec.containers().any(|(list, _, c)| {
-            list == image.list
-                && c.name == image.container
-                && c.image.as_deref() == Some(image.image)
+/// The images the old pod already pulled, by list, container or volume name, and image.
+fn old_images<'v>(old: Option<&PodView<'v, '_>>) -> HashSet<(ImageSource, &'v str, &'v str)> {
+    old.and_then(|p| p.spec)
+        .map(|spec| {
+            spec.images()
+                .filter_map(|slot| slot.image.map(|image| (slot.source, slot.name, image)))
+                .collect()
         })
-    })
+        .unwrap_or_default()
 }
 
 /// The `response` for a decision, echoing `uid`.
 pub fn admission_response<'a>(uid: &'a str, decision: &'a Decision) -> AdmissionResponse<'a> {
-    let status = decision.message().map(|message| Status {
+    let status = decision.message.as_deref().map(|message| Status {
         status: Some(Cow::Borrowed("Failure")),
-        message: Some(Cow::Owned(message)),
+        message: Some(Cow::Borrowed(message)),
         reason: Some(Cow::Borrowed("Forbidden")),
         code: Some(403),
         ..Status::default()
@@ -126,7 +127,12 @@ pub fn admission_response<'a>(uid: &'a str, decision: &'a Decision) -> Admission
         decision
             .audit
             .iter()
-            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+            .map(|note| {
+                (
+                    Cow::Borrowed(note.key.as_str()),
+                    Cow::Borrowed(note.value.as_str()),
+                )
+            })
             .collect()
     });
     AdmissionResponse {

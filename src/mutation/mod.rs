@@ -2,19 +2,19 @@
 //! performs them, computed from the projection ([`ObjectView`]), never from a parsed copy of
 //! the whole object.
 //!
-//! Mutations run in order on a working view (labels, annotations, each container's image and
-//! pull policy), each seeing the effect of those before it; the patch is the difference between
-//! that view and the object as received. Mutations only ever set values, and the view they
-//! produce is their own fixed point: a set-if-absent finds its value, an overwrite writes the
-//! same value again, and no rewritten image lies under a rewrite key (the config refuses such
-//! targets). So running them on their own output yields no patch, which the apiserver relies on
-//! when it reinvokes the webhook (`reinvocationPolicy: IfNeeded`).
+//! Mutations run in order on a working view (labels, annotations, the image and pull policy of
+//! each container and image volume), each seeing the effect of those before it; the patch is the
+//! difference between that view and the object as received. Mutations only ever set values, and
+//! the view they produce is their own fixed point: a set-if-absent finds its value, an overwrite
+//! writes the same value again, and no rewritten image lies under a rewrite key (the config
+//! refuses such targets). So running them on their own output yields no patch, which the
+//! apiserver relies on when it reinvokes the webhook (`reinvocationPolicy: IfNeeded`).
 
 mod config;
 pub mod patch;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 pub use config::MutationConfig;
 use patch::{pointer, Op, PatchOp, PatchValue};
@@ -22,7 +22,8 @@ use patch::{pointer, Op, PatchOp, PatchValue};
 use crate::matching::Match;
 use crate::reference::{ImageRef, RefPattern};
 use crate::review::admission::Operation;
-use crate::review::object::{ContainerList, ContainerView, ObjectView, PodLocation};
+use crate::review::messages::{self, MessageList};
+use crate::review::object::{ImageSlot, ImageSource, ObjectView, PodLocation};
 use crate::review::StrMap;
 
 /// The audit annotation listing the mutations that changed the object.
@@ -120,6 +121,8 @@ pub struct Target<'v, 'a> {
     pub sub_resource: Option<&'v str>,
     /// The projected object; `None` when the request carries none.
     pub object: Option<&'v ObjectView<'a>>,
+    /// The projected object before an UPDATE.
+    pub old_object: Option<&'v ObjectView<'a>>,
 }
 
 /// What the mutations did to one object.
@@ -161,20 +164,35 @@ impl Mutations {
         // update fails (and a controller removing a finalizer leaves the pod stuck):
         // - a Job's pod template is immutable;
         // - a running Pod's pull policy is immutable and a changed image restarts the container.
-        // So container mutations act on Pod CREATE and on workload templates (whose change is
-        // the user's rollout); on a Pod UPDATE only through `pods/ephemeralcontainers`, and
-        // only on ephemeral containers (those already there were settled when they were added).
+        // - a running Pod's volumes are immutable;
+        // - an existing ephemeral container may not change at all.
+        // So image mutations act on Pod CREATE and on workload templates (whose change is the
+        // user's rollout); on a Pod UPDATE only through `pods/ephemeralcontainers`, and only on
+        // the ephemeral containers that oldObject does not have yet (by name, as the apiserver
+        // compares them).
         let update = operation == Operation::Update;
         if update && (target.group, kind) == ("batch", "Job") {
             return outcome;
         }
-        let containers_in_reach = |list: ContainerList| {
-            if !(update && location == Some(PodLocation::Pod)) {
-                true
-            } else {
-                target.sub_resource == Some("ephemeralcontainers")
-                    && list == ContainerList::EphemeralContainers
+        let running_pod = update && location == Some(PodLocation::Pod);
+        let debugged = running_pod && target.sub_resource == Some("ephemeralcontainers");
+        // Indexed once, so the check per container is a lookup. Without oldObject (the
+        // apiserver always sends it on UPDATE) any of them may exist: none is in reach.
+        let existing: Option<HashSet<&str>> = target.old_object.filter(|_| debugged).map(|old| {
+            old.spec
+                .iter()
+                .flat_map(|spec| spec.images())
+                .filter(|s| s.source == ImageSource::EphemeralContainers)
+                .map(|s| s.name)
+                .collect()
+        });
+        let in_reach = |slot: &ImageSlot<'_>| {
+            if !running_pod {
+                return true;
             }
+            existing.as_ref().is_some_and(|existing| {
+                slot.source == ImageSource::EphemeralContainers && !existing.contains(slot.name)
+            })
         };
         let (meta, spec) = match location {
             Some(location) => {
@@ -187,14 +205,10 @@ impl Mutations {
         let spec_pointer = location.map_or("", PodLocation::spec_pointer);
         let mut labels = MapEdit::new(meta.and_then(|m| m.labels.as_ref()));
         let mut annotations = MapEdit::new(meta.and_then(|m| m.annotations.as_ref()));
-        let mut containers: Vec<ContainerEdit<'_, '_>> = spec
-            .map(|s| {
-                s.containers()
-                    .filter(|(list, _, _)| containers_in_reach(*list))
-                    .map(ContainerEdit::new)
-                    .collect()
-            })
+        let mut images: Vec<ImageEdit<'_>> = spec
+            .map(|s| s.images().filter(in_reach).map(ImageEdit::new).collect())
             .unwrap_or_default();
+        let mut warnings = MessageList::default();
         let mut acted = Vec::new();
         for m in &self.list {
             if !m.scope.matches(operation, kind, namespace) {
@@ -210,8 +224,8 @@ impl Mutations {
                     changed |= annotations.set(k, v, m.overwrite);
                 }
             }
-            for c in &mut containers {
-                changed |= c.mutate(m, &mut outcome.warnings);
+            for image in &mut images {
+                changed |= image.mutate(m, &mut warnings);
             }
             if changed {
                 acted.push(m.name.as_str());
@@ -236,9 +250,10 @@ impl Mutations {
                 }
             }
         }
-        let mut rewrites = Vec::new();
-        for c in containers {
-            c.ops(spec_pointer, &mut outcome.patch, &mut rewrites);
+        // The patch itself names every change (it must); what is reported about it is bounded.
+        let mut rewrites = MessageList::default();
+        for image in images {
+            image.ops(spec_pointer, &mut outcome.patch, &mut rewrites);
         }
         if !outcome.patch.is_empty() {
             outcome.audit.push((AUDIT_MUTATIONS, acted.join(", ")));
@@ -246,8 +261,9 @@ impl Mutations {
         if !rewrites.is_empty() {
             outcome
                 .audit
-                .push((AUDIT_IMAGE_REWRITES, rewrites.join("; ")));
+                .push((AUDIT_IMAGE_REWRITES, rewrites.join("rewrite")));
         }
+        outcome.warnings = messages::warnings(&warnings, None);
         outcome
     }
 }
@@ -325,32 +341,28 @@ impl<'v, 'a, 'm> MapEdit<'v, 'a, 'm> {
     }
 }
 
-/// A container being edited.
-struct ContainerEdit<'v, 'a> {
-    list: ContainerList,
-    index: usize,
-    view: &'v ContainerView<'a>,
+/// A container's or image volume's image being edited.
+struct ImageEdit<'v> {
+    slot: ImageSlot<'v>,
     /// The image once rewritten.
     image: Option<String>,
     /// The pull policy once set.
     pull_policy: Option<PullPolicy>,
 }
 
-impl<'v, 'a> ContainerEdit<'v, 'a> {
-    fn new((list, index, view): (ContainerList, usize, &'v ContainerView<'a>)) -> Self {
+impl<'v> ImageEdit<'v> {
+    fn new(slot: ImageSlot<'v>) -> Self {
         Self {
-            list,
-            index,
-            view,
+            slot,
             image: None,
             pull_policy: None,
         }
     }
 
     /// Applies one mutation's image rules; true when something changed.
-    fn mutate(&mut self, m: &Mutation, warnings: &mut Vec<String>) -> bool {
+    fn mutate(&mut self, m: &Mutation, warnings: &mut MessageList) -> bool {
         let mut changed = false;
-        let current = self.image.as_deref().or(self.view.image.as_deref());
+        let current = self.image.as_deref().or(self.slot.image);
         // An image that does not parse is left as written: /validate refuses it.
         let parsed = match current {
             Some(current) if !m.rewrites.is_empty() => ImageRef::parse(current).ok(),
@@ -364,12 +376,14 @@ impl<'v, 'a> ContainerEdit<'v, 'a> {
                         self.image = Some(rewritten);
                         changed = true;
                     }
-                    Err(e) => warnings.push(format!(
-                        "gatehouse mutation {:?}: {} image {current:?} left as is: the rewrite \
-                         gives {e}",
-                        m.name,
-                        self.describe()
-                    )),
+                    Err(e) => warnings.push_with(|| {
+                        format!(
+                            "gatehouse mutation {:?}: {} image {current:?} left as is: the \
+                             rewrite gives {e}",
+                            m.name,
+                            self.describe()
+                        )
+                    }),
                 }
             }
         }
@@ -377,11 +391,7 @@ impl<'v, 'a> ContainerEdit<'v, 'a> {
             let current = match self.pull_policy {
                 Some(p) => Some(p.as_str()),
                 // "" is what an unset field looks like to the apiserver's defaulting too.
-                None => self
-                    .view
-                    .image_pull_policy
-                    .as_deref()
-                    .filter(|p| !p.is_empty()),
+                None => self.slot.pull_policy.filter(|p| !p.is_empty()),
             };
             let change = match current {
                 Some(current) => current != policy.as_str() && m.overwrite,
@@ -395,31 +405,38 @@ impl<'v, 'a> ContainerEdit<'v, 'a> {
         changed
     }
 
-    /// `containers[0] "app"`.
+    /// `containers[0] "app"`, `volumes[2] "data"`.
     fn describe(&self) -> String {
-        format!("{}[{}] {:?}", self.list.field(), self.index, self.view.name)
+        format!(
+            "{}[{}] {:?}",
+            self.slot.source.field(),
+            self.slot.index,
+            self.slot.name
+        )
     }
 
-    /// The container's operations, under the PodSpec at `spec`; rewrites are reported.
-    fn ops<'m>(mut self, spec: &str, out: &mut Vec<PatchOp<'m>>, rewrites: &mut Vec<String>) {
-        let base = format!("{spec}/{}/{}", self.list.field(), self.index);
-        if let (Some(image), Some(original)) = (self.image.take(), self.view.image.as_deref()) {
+    /// The operations, under the PodSpec at `spec`; rewrites are reported.
+    fn ops<'m>(mut self, spec: &str, out: &mut Vec<PatchOp<'m>>, rewrites: &mut MessageList) {
+        let source = self.slot.source;
+        let base = format!("{spec}/{}/{}", source.field(), self.slot.index);
+        if let (Some(image), Some(original)) = (self.image.take(), self.slot.image) {
             if image != original {
-                rewrites.push(format!("{}: {original} -> {image}", self.describe()));
+                rewrites.push_with(|| format!("{}: {original} -> {image}", self.describe()));
                 out.push(PatchOp {
                     // The member exists: the projection read it.
                     op: Op::Replace,
-                    path: format!("{base}/image"),
+                    path: format!("{base}/{}", source.image_member()),
                     value: PatchValue::String(Cow::Owned(image)),
                 });
             }
         }
         if let Some(policy) = self.pull_policy {
-            if self.view.image_pull_policy.as_deref() != Some(policy.as_str()) {
+            if self.slot.pull_policy != Some(policy.as_str()) {
                 out.push(PatchOp {
-                    // Creates the member, or replaces an empty or null one.
+                    // Creates the member, or replaces an empty or null one (an image volume's
+                    // `image` object exists: the projection read it).
                     op: Op::Add,
-                    path: format!("{base}/imagePullPolicy"),
+                    path: format!("{base}/{}", source.pull_policy_member()),
                     value: PatchValue::String(Cow::Borrowed(policy.as_str())),
                 });
             }

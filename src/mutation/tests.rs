@@ -36,6 +36,7 @@ fn run(mutations: &Mutations, group: &str, kind: &str, object: &Value) -> Vec<Va
         namespace: "default",
         sub_resource: None,
         object: Some(&view.0),
+        old_object: None,
     });
     outcome
         .patch
@@ -126,6 +127,7 @@ fn a_rewrite_that_would_be_invalid_is_skipped_with_a_warning() {
         namespace: "default",
         sub_resource: None,
         object: Some(&view.0),
+        old_object: None,
     });
     assert!(outcome.patch.is_empty());
     assert_eq!(outcome.warnings.len(), 1);
@@ -265,6 +267,7 @@ fn operations_other_than_create_and_update_are_not_mutated() {
             namespace: "default",
             sub_resource: None,
             object: Some(&view.0),
+            old_object: None,
         });
         assert!(outcome.patch.is_empty(), "{operation:?}");
     }

@@ -6,6 +6,7 @@
 
 pub mod config;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,8 @@ use crate::cache::{Cacheable, Expiring, KeyHasher};
 use crate::matching::Match;
 use crate::reference::{ImageRef, RefPattern, ReferenceError};
 use crate::review::admission::Operation;
-use crate::review::object::ContainerList;
+use crate::review::messages::{self, counted, MessageList};
+use crate::review::object::ImageSource;
 use crate::review::StrMap;
 use config::ValueGlob;
 
@@ -28,11 +30,9 @@ pub const LATEST_MESSAGE: &str = "Images using latest tag are not allowed";
 /// Annotations in this family are the ones kube-apiserver forwards to ImagePolicyWebhook.
 pub const BREAK_GLASS_FAMILY: &str = ".image-policy.k8s.io/";
 
-/// The apiserver cuts every warning to this many characters once they total over
-/// [`WARNINGS_TOTAL`]; doing it here keeps what the user sees predictable.
-const WARNING_MAX: usize = 256;
-/// See [`WARNING_MAX`].
-const WARNINGS_TOTAL: usize = 4096;
+/// Longest break-glass annotation key quoted in answers and logs: a valid key is at most a
+/// 253-character prefix, a slash and a 63-character name.
+const ANNOTATION_KEY_MAX: usize = 317;
 
 /// What a policy does with a violation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -47,13 +47,13 @@ pub enum Enforcement {
     Audit,
 }
 
-/// One container's image, as the subject of a decision.
+/// One image the pod pulls (a container's or an image volume's), as the subject of a decision.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageUse<'a> {
-    /// Container name ("" in an ImageReview, which carries none).
-    pub container: &'a str,
-    /// Which list it is in.
-    pub list: ContainerList,
+    /// The container's or volume's name ("" in an ImageReview, which carries none).
+    pub name: &'a str,
+    /// Where it is named.
+    pub source: ImageSource,
     /// The image as written.
     pub image: &'a str,
 }
@@ -67,7 +67,7 @@ pub struct Subject<'a> {
     pub kind: &'a str,
     /// The namespace ("" for cluster-scoped objects).
     pub namespace: &'a str,
-    /// Every container image of the pod(s) in the object.
+    /// Every image of the pod(s) in the object: containers' and image volumes'.
     pub images: Vec<ImageUse<'a>>,
     /// The object's labels; `None` for an ImageReview, which carries none (label rules skip it).
     pub labels: Option<&'a StrMap<'a>>,
@@ -76,15 +76,20 @@ pub struct Subject<'a> {
     pub annotations: Vec<&'a StrMap<'a>>,
 }
 
-/// The outcome of evaluating policies.
+/// The outcome of evaluating policies, bounded when it is built: however many violations, the
+/// message lists the first few and counts the rest, so a cached decision and every answer
+/// encoded from it stay small.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
-    /// Why the request is refused; empty when allowed.
-    pub denials: Vec<String>,
-    /// Shown to the user, request allowed.
+    /// Why the request is refused: the first violations, then "and N more violations", at most
+    /// [`messages::JOINED_MAX_BYTES`]; `None` when allowed.
+    pub message: Option<String>,
+    /// How many violations refuse the request, listed or not.
+    pub denied: usize,
+    /// Shown to the user, request allowed; bounded in count and size.
     pub warnings: Vec<String>,
-    /// Recorded in the audit log: keys without a prefix or slash (the apiserver adds one).
-    pub audit: Vec<(String, String)>,
+    /// Recorded in the audit log.
+    pub audit: Vec<AuditNote>,
     /// The break-glass annotation key that bypassed image policies, if any (logged per request).
     pub break_glass: Option<String>,
 }
@@ -92,12 +97,34 @@ pub struct Decision {
 impl Decision {
     /// Allowed when nothing denied it.
     pub fn allowed(&self) -> bool {
-        self.denials.is_empty()
+        self.denied == 0
     }
+}
 
-    /// The denial message: every reason, joined.
-    pub fn message(&self) -> Option<String> {
-        (!self.denials.is_empty()).then(|| self.denials.join("; "))
+/// One audit annotation: a key without prefix or slash (the apiserver adds one), a bounded
+/// value that carries the count, and the count itself for the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditNote {
+    /// `policy-<name>` or `break-glass`.
+    pub key: String,
+    /// "N violations: first; second; ...; and M more violations".
+    pub value: String,
+    /// How many violations it records.
+    pub count: usize,
+}
+
+impl AuditNote {
+    /// The note of an audit policy's violations.
+    fn violations(policy: &str, list: &MessageList) -> Self {
+        Self {
+            key: format!("policy-{policy}"),
+            value: format!(
+                "{}: {}",
+                counted(list.total(), "violation"),
+                list.join("violation")
+            ),
+            count: list.total(),
+        }
     }
 }
 
@@ -159,87 +186,110 @@ impl Policy {
             || !self.denied.is_empty()
     }
 
-    /// Appends this policy's image violations for one image.
+    /// Adds this policy's violations for one image to `out`; messages are formatted only when
+    /// they will be listed.
     fn check_image(
         &self,
         use_: &ImageUse<'_>,
         parsed: &Result<ImageRef, ReferenceError>,
-        out: &mut Vec<String>,
+        out: &mut MessageList,
     ) {
-        let who = describe(use_);
         let image = match parsed {
             Ok(image) => image,
             // Never allowed by a parse failure.
             Err(e) => {
-                out.push(format!("{who}: {e}"));
+                out.push_with(|| self.tag(format!("{}: {e}", describe(use_))));
                 return;
             }
         };
         if self.deny_latest && image.is_latest() {
-            out.push(format!("{LATEST_MESSAGE}: {who} uses {:?}", use_.image));
+            out.push_with(|| {
+                self.tag(format!(
+                    "{LATEST_MESSAGE}: {} uses {:?}",
+                    describe(use_),
+                    use_.image
+                ))
+            });
         }
         if let Some(allowed) = &self.allowed_registries {
             if !allowed.iter().any(|p| p.matches(image)) {
-                let list: Vec<&str> = allowed.iter().map(RefPattern::as_str).collect();
-                out.push(format!(
-                    "{who} uses {:?} ({}), which is not from an allowed registry ({})",
-                    use_.image,
-                    image.name(),
-                    list.join(", ")
-                ));
+                out.push_with(|| {
+                    let list: Vec<&str> = allowed.iter().map(RefPattern::as_str).collect();
+                    self.tag(format!(
+                        "{} uses {:?} ({}), which is not from an allowed registry ({})",
+                        describe(use_),
+                        use_.image,
+                        image.name(),
+                        list.join(", ")
+                    ))
+                });
             }
         }
         if self.require_digest && !image.has_digest() {
-            out.push(format!(
-                "{who} uses {:?} without a digest; pin it as name@sha256:<digest>",
-                use_.image
-            ));
+            out.push_with(|| {
+                self.tag(format!(
+                    "{} uses {:?} without a digest; pin it as name@sha256:<digest>",
+                    describe(use_),
+                    use_.image
+                ))
+            });
         }
         if let Some(p) = self.denied.iter().find(|p| p.matches(image)) {
-            out.push(format!(
-                "{who} uses {:?}, which matches denied pattern {}",
-                use_.image,
-                p.as_str()
-            ));
+            out.push_with(|| {
+                self.tag(format!(
+                    "{} uses {:?}, which matches denied pattern {}",
+                    describe(use_),
+                    use_.image,
+                    p.as_str()
+                ))
+            });
         }
     }
 
-    /// Appends this policy's label violations.
-    fn check_labels(&self, kind: &str, labels: Option<&StrMap<'_>>, out: &mut Vec<String>) {
+    /// Adds this policy's label violations to `out`.
+    fn check_labels(&self, kind: &str, labels: Option<&StrMap<'_>>, out: &mut MessageList) {
         for rule in &self.labels {
             let value = labels.and_then(|l| l.get(rule.key.as_str()));
             if value.is_some_and(|v| rule.value.matches(v)) {
                 continue;
             }
-            let want = match rule.value.0.as_str() {
-                "*" => String::new(),
-                "?*" => " with a non-empty value".to_owned(),
-                v if v.contains(['*', '?']) => format!(" with a value matching {v:?}"),
-                v => format!("={v:?}"),
-            };
-            let got = match value {
-                None => "it has none".to_owned(),
-                Some(v) => format!("it has {v:?}"),
-            };
-            out.push(format!(
-                "{kind} must have label {:?}{want}; {got}",
-                rule.key
-            ));
+            out.push_with(|| {
+                let want = match rule.value.0.as_str() {
+                    "*" => String::new(),
+                    "?*" => " with a non-empty value".to_owned(),
+                    v if v.contains(['*', '?']) => format!(" with a value matching {v:?}"),
+                    v => format!("={v:?}"),
+                };
+                let got = match value {
+                    None => "it has none".to_owned(),
+                    Some(v) => format!("it has {v:?}"),
+                };
+                self.tag(format!(
+                    "{kind} must have label {:?}{want}; {got}",
+                    rule.key
+                ))
+            });
         }
+    }
+
+    /// "<message> (policy \"name\")", the message cut first so the policy's name survives.
+    fn tag(&self, mut message: String) -> String {
+        let suffix = format!(" (policy {:?})", self.name);
+        messages::cut(
+            &mut message,
+            messages::MESSAGE_MAX_BYTES.saturating_sub(suffix.len()),
+        );
+        message.push_str(&suffix);
+        message
     }
 }
 
-/// "container \"app\"" / "init container \"setup\"" / "image" for an ImageReview.
+/// "container \"app\"" / "image volume \"data\"" / "image" for an ImageReview.
 fn describe(use_: &ImageUse<'_>) -> String {
-    let what = match use_.list {
-        ContainerList::Containers => "container",
-        ContainerList::InitContainers => "init container",
-        ContainerList::EphemeralContainers => "ephemeral container",
-    };
-    if use_.container.is_empty() {
+    if use_.name.is_empty() {
         "image".to_owned()
     } else {
-        format!("{what} {:?}", use_.container)
+        format!("{} {:?}", use_.source.noun(), use_.name)
     }
 }
 
@@ -298,101 +348,121 @@ impl Policies {
     }
 
     /// Decides a subject. DELETE, CONNECT and unknown operations are allowed without evaluation.
+    ///
+    /// Linear in the subject: each distinct image is parsed once, each image checked against
+    /// every matching policy; only the violations an answer lists are formatted.
     pub fn decide(&self, subject: &Subject<'_>) -> Decision {
         self.evaluations.fetch_add(1, Ordering::Relaxed);
-        let mut decision = Decision::default();
         if !matches!(subject.operation, Operation::Create | Operation::Update) {
-            return decision;
+            return Decision::default();
         }
         let break_glass = self.break_glass_key(subject);
-        // Parsed once, on first need, for every policy that reads images.
-        let mut parsed: Option<Vec<Result<ImageRef, ReferenceError>>> = None;
-        let mut bypassed = Vec::new();
-        for policy in &self.policies {
-            if !policy
-                .match_
-                .matches(subject.operation, subject.kind, subject.namespace)
-            {
-                continue;
-            }
-            let mut image_violations = Vec::new();
-            if policy.checks_images() {
-                let parsed = parsed.get_or_insert_with(|| {
-                    subject
-                        .images
-                        .iter()
-                        .map(|u| ImageRef::parse(u.image))
-                        .collect()
-                });
-                for (use_, p) in subject.images.iter().zip(parsed.iter()) {
-                    policy.check_image(use_, p, &mut image_violations);
-                }
-            }
-            let mut violations = Vec::new();
-            if subject.labels.is_some() {
-                policy.check_labels(subject.kind, subject.labels, &mut violations);
-            }
-            if break_glass.is_some() {
+        let matching: Vec<&Policy> = self
+            .policies
+            .iter()
+            .filter(|p| {
+                p.match_
+                    .matches(subject.operation, subject.kind, subject.namespace)
+            })
+            .collect();
+        let mut found = Found {
+            denials: MessageList::default(),
+            warnings: MessageList::default(),
+            audits: vec![MessageList::default(); matching.len()],
+            bypassed: MessageList::default(),
+        };
+        if subject.labels.is_some() {
+            for (i, policy) in matching.iter().enumerate() {
                 // Break glass bypasses image policies, never label policies.
-                bypassed.extend(image_violations.drain(..).map(|v| tag(&policy.name, &v)));
-            }
-            violations.append(&mut image_violations);
-            if violations.is_empty() {
-                continue;
-            }
-            match policy.enforcement {
-                Enforcement::Deny => decision
-                    .denials
-                    .extend(violations.iter().map(|v| tag(&policy.name, v))),
-                Enforcement::Warn => decision
-                    .warnings
-                    .extend(violations.iter().map(|v| tag(&policy.name, v))),
-                Enforcement::Audit => decision
-                    .audit
-                    .push((format!("policy-{}", policy.name), violations.join("; "))),
+                policy.check_labels(subject.kind, subject.labels, found.list(policy, i, false));
             }
         }
-        if let Some(key) = break_glass {
+        let image_policies: Vec<(usize, &Policy)> = matching
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.checks_images())
+            .map(|(i, p)| (i, *p))
+            .collect();
+        if !image_policies.is_empty() {
+            // Each distinct reference is parsed once: parsing dominates a decision, and a pod's
+            // references repeat (sidecars, the same image in every container of a big review).
+            let mut parsed: HashMap<&str, Result<ImageRef, ReferenceError>> = HashMap::new();
+            for use_ in &subject.images {
+                let parsed = parsed
+                    .entry(use_.image)
+                    .or_insert_with(|| ImageRef::parse(use_.image));
+                for &(i, policy) in &image_policies {
+                    let out = found.list(policy, i, break_glass.is_some());
+                    policy.check_image(use_, parsed, out);
+                }
+            }
+        }
+        let mut audit: Vec<AuditNote> = matching
+            .iter()
+            .zip(&found.audits)
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(policy, list)| AuditNote::violations(&policy.name, list))
+            .collect();
+        let mut extra_warning = None;
+        let break_glass = break_glass.map(|key| {
+            let mut key = key.to_owned();
+            messages::cut(&mut key, ANNOTATION_KEY_MAX);
+            let bypassed = &found.bypassed;
             let what = if bypassed.is_empty() {
                 "no image policy was violated".to_owned()
             } else {
-                bypassed.join("; ")
+                format!(
+                    "{}: {}",
+                    counted(bypassed.total(), "violation"),
+                    bypassed.join("violation")
+                )
             };
-            decision.warnings.push(format!(
+            extra_warning = Some(format!(
                 "break-glass annotation {key:?} bypassed image policies: {what}"
             ));
-            decision
-                .audit
-                .push(("break-glass".to_owned(), format!("{key}: {what}")));
-            decision.break_glass = Some(key.to_owned());
+            audit.push(AuditNote {
+                key: "break-glass".to_owned(),
+                value: format!("{key}: {what}"),
+                count: bypassed.total(),
+            });
+            key
+        });
+        let denied = found.denials.total();
+        Decision {
+            message: (denied > 0).then(|| found.denials.join("violation")),
+            denied,
+            warnings: messages::warnings(&found.warnings, extra_warning),
+            audit,
+            break_glass,
         }
-        bound_warnings(&mut decision.warnings);
-        decision
     }
 }
 
-/// "<message> (policy \"name\")".
-fn tag(policy: &str, message: &str) -> String {
-    format!("{message} (policy {policy:?})")
+/// Where one decision's violations go, by the enforcement of the policy that found them.
+struct Found {
+    denials: MessageList,
+    warnings: MessageList,
+    /// One per matching policy (only audit policies' are used).
+    audits: Vec<MessageList>,
+    /// Image violations let through by break glass.
+    bypassed: MessageList,
 }
 
-/// Mirrors what the apiserver does to warnings, so users see exactly what we send: control
-/// characters would make it drop a warning; past 4096 characters in all, each is cut to 256.
-fn bound_warnings(warnings: &mut [String]) {
-    for w in warnings.iter_mut() {
-        if w.chars().any(char::is_control) {
-            *w = w
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
+impl Found {
+    /// The list for a violation of `policy`, the `index`th matching one.
+    fn list(&mut self, policy: &Policy, index: usize, bypassed: bool) -> &mut MessageList {
+        if bypassed {
+            return &mut self.bypassed;
         }
-    }
-    let total: usize = warnings.iter().map(|w| w.chars().count()).sum();
-    if total > WARNINGS_TOTAL {
-        for w in warnings.iter_mut() {
-            if let Some((cut, _)) = w.char_indices().nth(WARNING_MAX) {
-                w.truncate(cut);
-            }
+        match policy.enforcement {
+            Enforcement::Deny => &mut self.denials,
+            Enforcement::Warn => &mut self.warnings,
+            // One list per matching policy, so the index is in range; the fallback keeps this
+            // total without a panic path.
+            Enforcement::Audit => match self.audits.get_mut(index) {
+                Some(list) => list,
+                None => &mut self.bypassed,
+            },
         }
     }
 }
@@ -404,8 +474,8 @@ impl Cacheable for Subject<'_> {
         state.write_str(self.namespace);
         state.write(&(self.images.len() as u64).to_le_bytes());
         for use_ in &self.images {
-            state.write_str(use_.list.field());
-            state.write_str(use_.container);
+            state.write_str(use_.source.field());
+            state.write_str(use_.name);
             state.write_str(use_.image);
         }
         // Which labels matter is the policy set's business; see `PolicyInput`.
@@ -471,44 +541,104 @@ impl<'r, 's, 'a> tower::Service<&'r PolicyInput<'s, 'a>> for PolicyService {
 mod tests {
     use super::*;
 
-    #[test]
-    fn warnings_are_bounded_like_the_apiserver_does() {
-        let mut few = vec!["a\u{7}b\nc".to_owned()];
-        bound_warnings(&mut few);
-        assert_eq!(few, ["a b c"]);
-        let mut many = vec!["x".repeat(1000); 5];
-        bound_warnings(&mut many);
-        assert!(many.iter().all(|w| w.chars().count() == WARNING_MAX));
-        let mut under = vec!["y".repeat(1000); 4];
-        bound_warnings(&mut under);
-        assert!(under.iter().all(|w| w.len() == 1000));
+    fn use_<'a>(name: &'a str, source: ImageSource, image: &'a str) -> ImageUse<'a> {
+        ImageUse {
+            name,
+            source,
+            image,
+        }
+    }
+
+    fn subject<'a>(images: Vec<ImageUse<'a>>) -> Subject<'a> {
+        Subject {
+            operation: Operation::Create,
+            kind: "Pod",
+            namespace: "default",
+            images,
+            labels: None,
+            annotations: Vec::new(),
+        }
     }
 
     #[test]
     fn default_is_the_latest_tag_rule() {
         let policies = Policies::default();
-        let subject = Subject {
-            operation: Operation::Create,
-            kind: "Pod",
-            namespace: "default",
-            images: vec![
-                ImageUse {
-                    container: "a",
-                    list: ContainerList::Containers,
-                    image: "nginx",
-                },
-                ImageUse {
-                    container: "b",
-                    list: ContainerList::InitContainers,
-                    image: "nginx:1.25",
-                },
-            ],
-            labels: None,
-            annotations: Vec::new(),
+        let decision = policies.decide(&subject(vec![
+            use_("a", ImageSource::Containers, "nginx"),
+            use_("b", ImageSource::InitContainers, "nginx:1.25"),
+            use_("v", ImageSource::Volumes, "quay.io/evil/payload:latest"),
+        ]));
+        assert_eq!(decision.denied, 2);
+        let message = decision.message.unwrap_or_default();
+        assert_eq!(
+            message,
+            "Images using latest tag are not allowed: container \"a\" uses \"nginx\" (policy \
+             \"no-latest-tag\"); Images using latest tag are not allowed: image volume \"v\" uses \
+             \"quay.io/evil/payload:latest\" (policy \"no-latest-tag\")"
+        );
+    }
+
+    #[test]
+    fn a_decision_is_bounded_however_many_violations() {
+        let policy = |name: &str, enforcement| Policy {
+            name: name.to_owned(),
+            enforcement,
+            ..Policy::builtin_no_latest()
         };
-        let decision = policies.decide(&subject);
-        assert_eq!(decision.denials.len(), 1);
-        assert!(decision.denials[0].starts_with(LATEST_MESSAGE));
-        assert!(decision.denials[0].contains("container \"a\""));
+        let policies = Policies::new(
+            vec![
+                policy("deny", Enforcement::Deny),
+                policy("warn", Enforcement::Warn),
+                policy("audit", Enforcement::Audit),
+            ],
+            None,
+        );
+        // A few long references first (each message is cut), then many short ones (counted).
+        let long = format!("nginx{}", "x".repeat(5000));
+        let names: Vec<String> = (0..50_000).map(|i| format!("c{i}")).collect();
+        let images = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let image = if i < 2 { long.as_str() } else { "nginx" };
+                use_(n, ImageSource::Containers, image)
+            })
+            .collect();
+        let decision = policies.decide(&subject(images));
+        assert_eq!(decision.denied, 50_000);
+        let message = decision.message.unwrap_or_default();
+        assert!(
+            message.len() <= messages::JOINED_MAX_BYTES,
+            "{}",
+            message.len()
+        );
+        // Too long to be valid; the message quoting it is cut, the policy still named.
+        assert!(
+            message.starts_with("container \"c0\": invalid image reference"),
+            "{message}"
+        );
+        assert!(message.contains("... (policy \"deny\"); "), "{message}");
+        assert!(
+            message.ends_with("; and 49990 more violations"),
+            "{message}"
+        );
+        assert!(decision.warnings.len() <= messages::LISTED + 1);
+        let shown = decision.warnings.len() - 1;
+        assert_eq!(
+            decision.warnings.last(),
+            Some(&format!("and {} more warnings not shown", 50_000 - shown))
+        );
+        assert!(decision.warnings.iter().map(String::len).sum::<usize>() <= 4096);
+        let [note] = decision.audit.as_slice() else {
+            panic!("{:?}", decision.audit)
+        };
+        assert_eq!(note.key, "policy-audit");
+        assert_eq!(note.count, 50_000);
+        assert!(
+            note.value.starts_with("50000 violations: "),
+            "{}",
+            note.value
+        );
+        assert!(note.value.len() <= messages::JOINED_MAX_BYTES + 32);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod image;
+pub mod messages;
 pub mod object;
 pub mod token;
 

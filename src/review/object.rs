@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 use super::StrMap;
 
@@ -50,7 +50,7 @@ pub struct MetaView<'a> {
     pub annotations: Option<StrMap<'a>>,
 }
 
-/// A PodSpec's containers, or a workload spec's template(s).
+/// A PodSpec's image-bearing fields, or a workload spec's template(s).
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpecView<'a> {
@@ -63,6 +63,9 @@ pub struct SpecView<'a> {
     /// `ephemeralContainers`.
     #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
+    /// `volumes`: only image volumes are read, every other source is skipped.
+    #[serde(borrow, default, deserialize_with = "optional_objects")]
+    pub volumes: Option<Vec<VolumeView<'a>>>,
     /// `template` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, ReplicationController).
     #[serde(borrow, default, deserialize_with = "optional_object")]
     pub template: Option<Box<TemplateView<'a>>>,
@@ -153,26 +156,93 @@ pub struct ContainerView<'a> {
     pub image_pull_policy: Option<Cow<'a, str>>,
 }
 
-/// Which container list a container is in; its JSON field name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum ContainerList {
-    /// `containers`
-    Containers,
-    /// `initContainers`
-    InitContainers,
-    /// `ephemeralContainers`
-    EphemeralContainers,
+/// A volume: its name, and its image when it is an image volume.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+pub struct VolumeView<'a> {
+    /// `name`.
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    /// `image` (the ImageVolume feature): an image the kubelet pulls like a container's.
+    #[serde(borrow, default, deserialize_with = "optional_object")]
+    pub image: Option<ImageVolumeView<'a>>,
 }
 
-impl ContainerList {
-    /// The JSON field name.
+/// `volumes[].image`.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVolumeView<'a> {
+    /// `reference`, written as a container's image; may be absent in a template.
+    #[serde(borrow, default)]
+    pub reference: Option<Cow<'a, str>>,
+    /// `pullPolicy`.
+    #[serde(borrow, default)]
+    pub pull_policy: Option<Cow<'a, str>>,
+}
+
+/// Where in a PodSpec an image is named: one of the container lists, or an image volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ImageSource {
+    /// `containers[].image`
+    Containers,
+    /// `initContainers[].image`
+    InitContainers,
+    /// `ephemeralContainers[].image`
+    EphemeralContainers,
+    /// `volumes[].image.reference`
+    Volumes,
+}
+
+impl ImageSource {
+    /// The PodSpec field holding the list.
     pub fn field(self) -> &'static str {
         match self {
             Self::Containers => "containers",
             Self::InitContainers => "initContainers",
             Self::EphemeralContainers => "ephemeralContainers",
+            Self::Volumes => "volumes",
         }
     }
+
+    /// The image inside a list item, as JSON Pointer tokens.
+    pub fn image_member(self) -> &'static str {
+        match self {
+            Self::Volumes => "image/reference",
+            _ => "image",
+        }
+    }
+
+    /// The pull policy inside a list item, as JSON Pointer tokens.
+    pub fn pull_policy_member(self) -> &'static str {
+        match self {
+            Self::Volumes => "image/pullPolicy",
+            _ => "imagePullPolicy",
+        }
+    }
+
+    /// What a user calls the item: "container", "image volume", ...
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Containers => "container",
+            Self::InitContainers => "init container",
+            Self::EphemeralContainers => "ephemeral container",
+            Self::Volumes => "image volume",
+        }
+    }
+}
+
+/// One place in a PodSpec that names an image the node pulls: a container or an image volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageSlot<'v> {
+    /// Which list it is in.
+    pub source: ImageSource,
+    /// Its index in that list (every volume counts, image or not).
+    pub index: usize,
+    /// The container's or volume's name.
+    pub name: &'v str,
+    /// The image; `None` when absent (a template that a controller fills in).
+    pub image: Option<&'v str>,
+    /// The pull policy as written.
+    pub pull_policy: Option<&'v str>,
 }
 
 /// Where a kind keeps its pods, as JSON Pointer prefixes.
@@ -259,23 +329,47 @@ impl<'a> ObjectView<'a> {
 }
 
 impl<'a> SpecView<'a> {
-    /// Every container with the list it is in and its index, in the order the apiserver's image
-    /// plugin uses: containers, init containers, ephemeral containers.
-    pub fn containers(&self) -> impl Iterator<Item = (ContainerList, usize, &ContainerView<'a>)> {
-        fn list<'s, 'a>(
-            which: ContainerList,
-            v: &'s Option<Vec<ContainerView<'a>>>,
-        ) -> impl Iterator<Item = (ContainerList, usize, &'s ContainerView<'a>)> {
-            v.iter()
+    /// Every image the pod makes the node pull, in the order the apiserver's image plugin lists
+    /// containers (containers, init containers, ephemeral containers), then image volumes.
+    pub fn images(&self) -> impl Iterator<Item = ImageSlot<'_>> {
+        fn containers<'s>(
+            source: ImageSource,
+            list: &'s Option<Vec<ContainerView<'_>>>,
+        ) -> impl Iterator<Item = ImageSlot<'s>> {
+            list.iter()
                 .flatten()
                 .enumerate()
-                .map(move |(i, c)| (which, i, c))
+                .map(move |(index, c)| ImageSlot {
+                    source,
+                    index,
+                    name: &c.name,
+                    image: c.image.as_deref(),
+                    pull_policy: c.image_pull_policy.as_deref(),
+                })
         }
-        list(ContainerList::Containers, &self.containers)
-            .chain(list(ContainerList::InitContainers, &self.init_containers))
-            .chain(list(
-                ContainerList::EphemeralContainers,
+        let volumes = self
+            .volumes
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(index, v)| {
+                v.image.as_ref().map(|image| ImageSlot {
+                    source: ImageSource::Volumes,
+                    index,
+                    name: &v.name,
+                    image: image.reference.as_deref(),
+                    pull_policy: image.pull_policy.as_deref(),
+                })
+            });
+        containers(ImageSource::Containers, &self.containers)
+            .chain(containers(
+                ImageSource::InitContainers,
+                &self.init_containers,
+            ))
+            .chain(containers(
+                ImageSource::EphemeralContainers,
                 &self.ephemeral_containers,
             ))
+            .chain(volumes)
     }
 }
