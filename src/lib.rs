@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod gatekeeper;
 pub mod handlers;
 pub mod labels;
 pub mod listener;

@@ -1,0 +1,513 @@
+//! A template's Rego source, read before regorus compiles it: what OPA and regorus parse
+//! differently is rewritten to OPA's reading, and what gatehouse cannot honour is found.
+//!
+//! This is a lexer, not a parser: it tracks brackets, strings and comments, which is all the
+//! rewrites and checks below need.
+//!
+//! - Gatekeeper compiles every template as `package template`; so does gatehouse.
+//! - OPA v0 reads `head { a } { b }` as two rules with one head (either body suffices);
+//!   regorus reads it as `else` (and refuses it for set rules). The head is repeated instead.
+//! - OPA never continues a term across whitespace: `x := y` then a line starting with `(` or
+//!   `[` is a new expression. regorus reads it as a call or index of `y`. A `;` is inserted.
+//! - References to `data` other than `data.lib.*`, calls to functions regorus does not have
+//!   (`external_data`, `http.send`, `time.now_ns`, ...) and reads of
+//!   `input.review.namespaceObject` are reported, for the loader to refuse.
+
+use std::collections::BTreeSet;
+
+/// What the lexer saw in one module.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The package path as written (`k8sallowedrepos`, `lib.helpers`).
+    pub package: String,
+    /// The source with OPA's reading made explicit for regorus.
+    pub rewritten: String,
+    /// `data.<segment>` references other than `data.lib`, with their line (`""` for bare `data`).
+    pub data_refs: Vec<(String, usize)>,
+    /// Functions called (dotted names), with their line.
+    pub calls: Vec<(String, usize)>,
+    /// Rule and function names this module defines.
+    pub defines: BTreeSet<String>,
+    /// The line of a read of `namespaceObject`, if any.
+    pub namespace_object: Option<usize>,
+}
+
+/// Why a module could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScanError {
+    /// No `package` line first.
+    #[error("line {0}: expected a `package` declaration first")]
+    NoPackage(usize),
+    /// A string or raw string that never ends.
+    #[error("line {0}: unterminated string")]
+    Unterminated(usize),
+    /// More closing than opening brackets, or mismatched ones.
+    #[error("line {0}: unbalanced brackets")]
+    Unbalanced(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Num,
+    Op(&'static str),
+    Open(char),
+    Close(char),
+}
+
+#[derive(Clone, Debug)]
+struct Token {
+    tok: Tok,
+    start: usize,
+    end: usize,
+    line: usize,
+    /// Whitespace (or a comment) separates it from the previous token.
+    spaced: bool,
+    /// A newline separates it from the previous token.
+    newline: bool,
+}
+
+const KEYWORDS: &[&str] = &[
+    "package", "import", "as", "default", "not", "with", "some", "in", "every", "if", "else",
+    "contains",
+];
+
+const OPS: &[&str] = &[
+    ":=", "==", "!=", "<=", ">=", "=", "<", ">", "+", "-", "*", "/", "%", "&", "|", ",", ";", ":",
+    ".",
+];
+
+fn lex(src: &str) -> Result<Vec<Token>, ScanError> {
+    let bytes = src.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut line) = (0usize, 1usize);
+    let (mut spaced, mut newline) = (true, true);
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'\n' => {
+                line += 1;
+                spaced = true;
+                newline = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                spaced = true;
+                i += 1;
+                continue;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                spaced = true;
+                continue;
+            }
+            _ => {}
+        }
+        let (start, start_line) = (i, line);
+        let tok = match c {
+            b'"' => {
+                i += 1;
+                let mut text = String::new();
+                loop {
+                    match bytes.get(i) {
+                        None | Some(b'\n') => return Err(ScanError::Unterminated(start_line)),
+                        Some(b'\\') => {
+                            if let Some(&next) = bytes.get(i + 1) {
+                                text.push(next as char);
+                            }
+                            i += 2;
+                        }
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => {
+                            let ch = src[i..].chars().next().unwrap_or('\u{fffd}');
+                            text.push(ch);
+                            i += ch.len_utf8().max(1);
+                        }
+                    }
+                }
+                Tok::Str(text)
+            }
+            b'`' => {
+                i += 1;
+                let begin = i;
+                while i < bytes.len() && bytes[i] != b'`' {
+                    if bytes[i] == b'\n' {
+                        line += 1;
+                    }
+                    i += 1;
+                }
+                if i >= bytes.len() {
+                    return Err(ScanError::Unterminated(start_line));
+                }
+                let text = src[begin..i].to_owned();
+                i += 1;
+                Tok::Str(text)
+            }
+            b'0'..=b'9' => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric()
+                        || bytes[i] == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+                        || matches!(bytes[i], b'+' | b'-') && matches!(bytes[i - 1], b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                Tok::Num
+            }
+            b'(' | b'[' | b'{' => {
+                i += 1;
+                Tok::Open(c as char)
+            }
+            b')' | b']' | b'}' => {
+                i += 1;
+                Tok::Close(c as char)
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                Tok::Ident(src[start..i].to_owned())
+            }
+            _ => {
+                let op = OPS
+                    .iter()
+                    .find(|op| src[i..].starts_with(*op))
+                    .copied()
+                    .unwrap_or("?");
+                // Anything else (non-ASCII outside strings) is one character; regorus judges it.
+                i += if op == "?" {
+                    src[i..].chars().next().map_or(1, char::len_utf8)
+                } else {
+                    op.len()
+                };
+                Tok::Op(op)
+            }
+        };
+        out.push(Token {
+            tok,
+            start,
+            end: i,
+            line: start_line,
+            spaced,
+            newline,
+        });
+        spaced = false;
+        newline = false;
+    }
+    Ok(out)
+}
+
+fn is_keyword(s: &str) -> bool {
+    KEYWORDS.contains(&s)
+}
+
+/// A token after which OPA's parser may continue a term (call, index, field).
+fn ends_term(t: &Token) -> bool {
+    match &t.tok {
+        Tok::Ident(s) => !is_keyword(s),
+        Tok::Str(_) | Tok::Num | Tok::Close(_) => true,
+        Tok::Op(_) | Tok::Open(_) => false,
+    }
+}
+
+/// A token after which a statement is not finished (the next line continues it).
+fn continues(t: &Token) -> bool {
+    match &t.tok {
+        Tok::Op(_) | Tok::Open(_) => true,
+        Tok::Ident(s) => matches!(s.as_str(), "else" | "if" | "contains" | "default" | "as"),
+        _ => false,
+    }
+}
+
+/// Reads a module. `package_to`: the package to declare instead (Gatekeeper's `template`).
+/// `v0`: Rego v0 syntax, where chained rule bodies exist.
+pub fn scan(src: &str, package_to: Option<&str>, v0: bool) -> Result<Scan, ScanError> {
+    let toks = lex(src)?;
+    let mut scan = Scan::default();
+    // (offset, text): inserted; (start, end, text) for the package line.
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+
+    let first = toks.first().ok_or(ScanError::NoPackage(1))?;
+    if first.tok != Tok::Ident("package".into()) {
+        return Err(ScanError::NoPackage(first.line));
+    }
+    let mut i = 1;
+    let mut package = String::new();
+    let mut package_end = first.end;
+    while let Some(t) = toks.get(i) {
+        if t.newline {
+            break;
+        }
+        match &t.tok {
+            Tok::Ident(s) => package.push_str(s),
+            Tok::Op(".") => package.push('.'),
+            Tok::Open('[') | Tok::Close(']') => {}
+            Tok::Str(s) => {
+                package.push('.');
+                package.push_str(s);
+            }
+            _ => break,
+        }
+        package_end = t.end;
+        i += 1;
+    }
+    if package.is_empty() {
+        return Err(ScanError::NoPackage(first.line));
+    }
+    scan.package = package;
+
+    // Open brackets: (char, is a rule-level or nested body, index of the token).
+    let mut stack: Vec<(char, bool)> = Vec::new();
+    let mut statement_start: Option<usize> = None;
+    let mut first_body: Option<usize> = None;
+    let mut last_closed_body_at_top = false;
+    for idx in i..toks.len() {
+        let t = &toks[idx];
+        let prev = idx.checked_sub(1).map(|p| &toks[p]);
+        let depth = stack.len();
+
+        // A new statement: a top-level token on a new line, after a finished one.
+        if depth == 0
+            && t.newline
+            && !matches!(t.tok, Tok::Open('{'))
+            && t.tok != Tok::Ident("else".into())
+            && prev.is_none_or(|p| !continues(p))
+        {
+            statement_start = Some(t.start);
+            first_body = None;
+            if let Tok::Ident(name) = &t.tok {
+                if !is_keyword(name) {
+                    scan.defines.insert(name.clone());
+                }
+            }
+        }
+
+        // OPA: whitespace ends a term; a `(` or `[` on a new line starts a new expression.
+        if let (Some(p), Tok::Open('(' | '[')) = (prev, &t.tok) {
+            let in_body = stack.last().is_some_and(|&(c, body)| c == '{' && body);
+            if t.newline && ends_term(p) && in_body {
+                inserts.push((p.end, ";".to_owned()));
+            }
+        }
+
+        match &t.tok {
+            Tok::Open(c) => {
+                let body = *c == '{'
+                    && prev.is_some_and(|p| {
+                        ends_term(p) || matches!(&p.tok, Tok::Ident(s) if s == "if" || s == "else")
+                    });
+                if body && depth == 0 {
+                    if last_closed_body_at_top
+                        && v0
+                        && prev.is_some_and(|p| p.tok == Tok::Close('}'))
+                    {
+                        // A chained body: repeat the head, so each body is its own rule.
+                        if let (Some(s), Some(b)) = (statement_start, first_body) {
+                            let head = src[s..b].split_whitespace().collect::<Vec<_>>().join(" ");
+                            inserts.push((t.start, format!("{head} ")));
+                        }
+                    } else if first_body.is_none() {
+                        first_body = Some(t.start);
+                    }
+                }
+                stack.push((*c, body));
+            }
+            Tok::Close(c) => {
+                let want = match c {
+                    ')' => '(',
+                    ']' => '[',
+                    _ => '{',
+                };
+                match stack.pop() {
+                    Some((open, body)) if open == want => {
+                        last_closed_body_at_top = body && stack.is_empty();
+                    }
+                    _ => return Err(ScanError::Unbalanced(t.line)),
+                }
+                continue;
+            }
+            Tok::Ident(name) => {
+                let after_dot = prev.is_some_and(|p| p.tok == Tok::Op(".") && !p.spaced);
+                if name == "namespaceObject" && after_dot {
+                    scan.namespace_object.get_or_insert(t.line);
+                }
+                if !after_dot && !is_keyword(name) {
+                    // The dotted chain starting here, and whether `(` follows it directly.
+                    let mut dotted = name.clone();
+                    let mut j = idx + 1;
+                    while let (Some(dot), Some(next)) = (toks.get(j), toks.get(j + 1)) {
+                        match (&dot.tok, &next.tok) {
+                            (Tok::Op("."), Tok::Ident(s)) if !dot.spaced && !next.spaced => {
+                                dotted.push('.');
+                                dotted.push_str(s);
+                                j += 2;
+                            }
+                            _ => break,
+                        }
+                    }
+                    let called = toks
+                        .get(j)
+                        .is_some_and(|n| n.tok == Tok::Open('(') && !n.spaced);
+                    let top_head = depth == 0 && Some(t.start) == statement_start;
+                    if called && !top_head {
+                        scan.calls.push((dotted, t.line));
+                    }
+                    if name == "data" {
+                        let segment =
+                            match (toks.get(idx + 1), toks.get(idx + 2), toks.get(idx + 3)) {
+                                (Some(d), Some(n), _) if d.tok == Tok::Op(".") => match &n.tok {
+                                    Tok::Ident(s) => s.clone(),
+                                    _ => String::new(),
+                                },
+                                (Some(o), Some(n), Some(c))
+                                    if o.tok == Tok::Open('[') && c.tok == Tok::Close(']') =>
+                                {
+                                    match &n.tok {
+                                        Tok::Str(s) => s.clone(),
+                                        _ => String::new(),
+                                    }
+                                }
+                                _ => String::new(),
+                            };
+                        if segment != "lib" {
+                            scan.data_refs.push((segment, t.line));
+                        }
+                    }
+                }
+            }
+            Tok::Str(s) if s == "namespaceObject" => {
+                if prev.is_some_and(|p| p.tok == Tok::Open('[')) {
+                    scan.namespace_object.get_or_insert(t.line);
+                }
+            }
+            _ => {}
+        }
+        if !matches!(t.tok, Tok::Close(_)) {
+            last_closed_body_at_top = last_closed_body_at_top && matches!(t.tok, Tok::Open('{'));
+        }
+    }
+    if let Some(t) = toks.last() {
+        if !stack.is_empty() {
+            return Err(ScanError::Unbalanced(t.line));
+        }
+    }
+
+    let mut out = String::with_capacity(src.len() + 64);
+    let mut at = 0;
+    if let Some(to) = package_to {
+        out.push_str(&src[..first.start]);
+        out.push_str("package ");
+        out.push_str(to);
+        at = package_end;
+    }
+    inserts.sort_by_key(|(offset, _)| *offset);
+    for (offset, text) in inserts {
+        out.push_str(&src[at..offset]);
+        out.push_str(&text);
+        at = offset;
+    }
+    out.push_str(&src[at..]);
+    scan.rewritten = out;
+    Ok(scan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_is_renamed_and_read() {
+        let s = scan(
+            "# doc\npackage k8s.allowed # x\n\nv { true }\n",
+            Some("template"),
+            true,
+        )
+        .expect("scan");
+        assert_eq!(s.package, "k8s.allowed");
+        assert_eq!(s.rewritten, "# doc\npackage template # x\n\nv { true }\n");
+        assert!(s.defines.contains("v"));
+        assert_eq!(
+            scan("v { true }", None, true).expect_err("no package"),
+            ScanError::NoPackage(1)
+        );
+    }
+
+    #[test]
+    fn chained_bodies_become_rules_with_the_same_head() {
+        let src = "package p\nviolation[{\"msg\": m}] {\n  a\n  m := 1\n} {\n  b\n  m := 2\n}\n";
+        let s = scan(src, None, true).expect("scan");
+        assert!(
+            s.rewritten.contains("} violation[{\"msg\": m}] {\n  b"),
+            "{}",
+            s.rewritten
+        );
+        // An object value then a body is not a chain; `else` is not either.
+        for plain in [
+            "package p\nx = {\"a\": 1} { true }\n",
+            "package p\nx = 1 { a } else = 2 { b }\n",
+        ] {
+            assert_eq!(scan(plain, None, true).expect("scan").rewritten, plain);
+        }
+    }
+
+    #[test]
+    fn a_parenthesis_starting_a_line_starts_an_expression() {
+        let src = "package p\nv {\n  x := input.a\n  (x + 1) == 2\n  y := [1]\n  [z] := y\n}\n";
+        let s = scan(src, None, true).expect("scan");
+        assert!(
+            s.rewritten.contains("x := input.a;\n  (x + 1)"),
+            "{}",
+            s.rewritten
+        );
+        assert!(s.rewritten.contains("y := [1];\n  [z]"), "{}", s.rewritten);
+        // After an operator or inside a literal the next line continues the term.
+        let cont = "package p\nv {\n  x := 1 +\n  (2)\n  y := f(\n  (3))\n  z := [\n  [1]]\n}\n";
+        assert_eq!(scan(cont, None, true).expect("scan").rewritten, cont);
+    }
+
+    #[test]
+    fn data_references_calls_and_namespace_object_are_found() {
+        let src = r##"package p
+import data.lib.helpers
+import data.inventory
+v[m] {
+  helpers.ok(input.data)
+  x := data["other"].y
+  external_data({"provider": "p", "keys": []})
+  time.now_ns() > 0
+  "data.fake" != "#"
+  input.review.namespaceObject.metadata
+  m := sprintf("%v", [x])
+}
+f(x) = y { y := x }
+"##;
+        let s = scan(src, None, true).expect("scan");
+        let refs: Vec<&str> = s.data_refs.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(refs, ["inventory", "other"]);
+        let calls: Vec<&str> = s.calls.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            calls,
+            ["helpers.ok", "external_data", "time.now_ns", "sprintf"]
+        );
+        assert_eq!(s.namespace_object, Some(10));
+        assert!(s.defines.contains("v") && s.defines.contains("f"));
+    }
+
+    #[test]
+    fn strings_and_brackets_must_close() {
+        assert_eq!(
+            scan("package p\nv { x := \"a }\n", None, true).expect_err("string"),
+            ScanError::Unterminated(2)
+        );
+        assert_eq!(
+            scan("package p\nv { x := [1 }\n", None, true).expect_err("brackets"),
+            ScanError::Unbalanced(2)
+        );
+    }
+}
