@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Verify(args) => gatehouse::verify::main(&args),
     }
 }
 
