@@ -44,7 +44,9 @@ impl App {
             &config.policies,
             config.break_glass.as_ref(),
         )?);
-        config.gatekeeper.validate(config.limits.request_timeout.0)?;
+        config
+            .gatekeeper
+            .validate(config.limits.request_timeout.0)?;
         let gatekeeper = crate::gatekeeper::load(&config.gatekeeper)
             .map_err(|e| ConfigError::invalid("gatekeeper.paths", e.to_string()))?;
         let decision_cache = DecisionCache::new(&config.cache);
