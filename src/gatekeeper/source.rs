@@ -9,6 +9,10 @@
 //!   regorus reads it as `else` (and refuses it for set rules). The head is repeated instead.
 //! - OPA never continues a term across whitespace: `x := y` then a line starting with `(` or
 //!   `[` is a new expression. regorus reads it as a call or index of `y`. A `;` is inserted.
+//! - OPA evaluates the arguments of a negated call (`not f(a.b)`, `not a.b == 1`) before the
+//!   negation: an undefined argument fails the rule body. regorus negates the undefined call
+//!   (true). Reference and call arguments are bound first (`__gatehouse_not_0 := a.b; not
+//!   f(__gatehouse_not_0)`), as OPA's compiler does.
 //! - References to `data` other than `data.lib.*`, calls to functions regorus does not have
 //!   (`external_data`, `http.send`, `time.now_ns`, ...) and reads of
 //!   `input.review.namespaceObject` are reported, for the loader to refuse.
@@ -41,6 +45,9 @@ pub enum ScanError {
     /// A string or raw string that never ends.
     #[error("line {0}: unterminated string")]
     Unterminated(usize),
+    /// `not ... with ...`: the negated call's arguments cannot be bound first.
+    #[error("line {0}: `not` with a `with` modifier is not supported")]
+    NotWith(usize),
     /// More closing than opening brackets, or mismatched ones.
     #[error("line {0}: unbalanced brackets")]
     Unbalanced(usize),
@@ -230,8 +237,9 @@ fn continues(t: &Token) -> bool {
 pub fn scan(src: &str, package_to: Option<&str>, v0: bool) -> Result<Scan, ScanError> {
     let toks = lex(src)?;
     let mut scan = Scan::default();
-    // (offset, text): inserted; (start, end, text) for the package line.
-    let mut inserts: Vec<(usize, String)> = Vec::new();
+    // (start, end, text): `text` replaces `start..end` (an insertion when they are equal).
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut hoisted = 0usize;
 
     let first = toks.first().ok_or(ScanError::NoPackage(1))?;
     if first.tok != Tok::Ident("package".into()) {
@@ -292,7 +300,7 @@ pub fn scan(src: &str, package_to: Option<&str>, v0: bool) -> Result<Scan, ScanE
         if let (Some(p), Tok::Open('(' | '[')) = (prev, &t.tok) {
             let in_body = stack.last().is_some_and(|&(c, body)| c == '{' && body);
             if t.newline && ends_term(p) && in_body {
-                inserts.push((p.end, ";".to_owned()));
+                edits.push((p.end, p.end, ";".to_owned()));
             }
         }
 
@@ -310,7 +318,7 @@ pub fn scan(src: &str, package_to: Option<&str>, v0: bool) -> Result<Scan, ScanE
                         // A chained body: repeat the head, so each body is its own rule.
                         if let (Some(s), Some(b)) = (statement_start, first_body) {
                             let head = src[s..b].split_whitespace().collect::<Vec<_>>().join(" ");
-                            inserts.push((t.start, format!("{head} ")));
+                            edits.push((t.start, t.start, format!("{head} ")));
                         }
                     } else if first_body.is_none() {
                         first_body = Some(t.start);
@@ -334,6 +342,9 @@ pub fn scan(src: &str, package_to: Option<&str>, v0: bool) -> Result<Scan, ScanE
             }
             Tok::Ident(name) => {
                 let after_dot = prev.is_some_and(|p| p.tok == Tok::Op(".") && !p.spaced);
+                if name == "not" && !after_dot {
+                    edits.extend(hoist_negated(src, &toks, idx, &mut hoisted)?);
+                }
                 if name == "namespaceObject" && after_dot {
                     scan.namespace_object.get_or_insert(t.line);
                 }
@@ -406,15 +417,131 @@ pub fn scan(src: &str, package_to: Option<&str>, v0: bool) -> Result<Scan, ScanE
         out.push_str(to);
         at = package_end;
     }
-    inserts.sort_by_key(|(offset, _)| *offset);
-    for (offset, text) in inserts {
-        out.push_str(&src[at..offset]);
+    edits.sort_by_key(|(start, _, _)| *start);
+    for (start, end, text) in edits {
+        if start < at {
+            continue;
+        }
+        out.push_str(&src[at..start]);
         out.push_str(&text);
-        at = offset;
+        at = end;
     }
     out.push_str(&src[at..]);
     scan.rewritten = out;
     Ok(scan)
+}
+
+const INFIX: &[&str] = &[
+    "==", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/", "%", "&", "|",
+];
+
+/// Edits that bind the reference and call arguments of the negated call at `toks[not_at]` before
+/// the `not`, as OPA's compiler does (its `rewriteDynamics` and `rewriteExprTerms` stages).
+fn hoist_negated(
+    src: &str,
+    toks: &[Token],
+    not_at: usize,
+    counter: &mut usize,
+) -> Result<Vec<(usize, usize, String)>, ScanError> {
+    let not = &toks[not_at];
+    // The expression: up to a `;`, a newline that does not continue it, or an enclosing close.
+    let mut end = not_at + 1;
+    let mut depth = 0usize;
+    while let Some(t) = toks.get(end) {
+        if depth == 0 {
+            let continued = end > not_at + 1 && continues(&toks[end - 1]);
+            if (t.newline && !continued) || t.tok == Tok::Op(";") {
+                break;
+            }
+            if t.tok == Tok::Ident("with".into()) {
+                return Err(ScanError::NotWith(t.line));
+            }
+        }
+        match t.tok {
+            Tok::Open(_) => depth += 1,
+            Tok::Close(_) if depth == 0 => break,
+            Tok::Close(_) => depth -= 1,
+            _ => {}
+        }
+        end += 1;
+    }
+    let expr = &toks[not_at + 1..end];
+    // Operands of infix operators at depth 0 (a unary minus stays with its operand).
+    let mut operands: Vec<&[Token]> = Vec::new();
+    let (mut depth, mut from) = (0usize, 0usize);
+    for (i, t) in expr.iter().enumerate() {
+        match &t.tok {
+            Tok::Open(_) => depth += 1,
+            Tok::Close(_) => depth = depth.saturating_sub(1),
+            Tok::Op(op) if depth == 0 && INFIX.contains(op) && i > from => {
+                operands.push(&expr[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let args: Vec<&[Token]> = if operands.is_empty() {
+        // A call `f(a, b)`: its arguments, when the expression is exactly that call.
+        let Some(open) = expr.iter().position(|t| t.tok == Tok::Open('(')) else {
+            return Ok(Vec::new());
+        };
+        let is_call = expr[..open]
+            .iter()
+            .all(|t| matches!(&t.tok, Tok::Ident(_) | Tok::Op(".")))
+            && open > 0
+            && expr.last().is_some_and(|t| t.tok == Tok::Close(')'));
+        if !is_call {
+            return Ok(Vec::new());
+        }
+        let inner = &expr[open + 1..expr.len() - 1];
+        let mut args = Vec::new();
+        let (mut depth, mut from) = (0usize, 0usize);
+        for (i, t) in inner.iter().enumerate() {
+            match &t.tok {
+                Tok::Open(_) => depth += 1,
+                Tok::Close(_) => depth = depth.saturating_sub(1),
+                Tok::Op(",") if depth == 0 => {
+                    args.push(&inner[from..i]);
+                    from = i + 1;
+                }
+                _ => {}
+            }
+        }
+        if from < inner.len() {
+            args.push(&inner[from..]);
+        }
+        args
+    } else {
+        operands.push(&expr[from..]);
+        operands
+    };
+    let mut edits = Vec::new();
+    for arg in args {
+        let (Some(first), Some(last)) = (arg.first(), arg.last()) else {
+            continue;
+        };
+        // A reference or a call: `a.b`, `a[0]`, `f(x)`, or a root document alone.
+        let dynamic = match &first.tok {
+            Tok::Ident(name) => {
+                !is_keyword(name)
+                    && !matches!(name.as_str(), "true" | "false" | "null")
+                    && (arg.len() > 1 || name == "input" || name == "data")
+            }
+            _ => false,
+        };
+        if !dynamic || arg.iter().any(|t| t.tok == Tok::Ident("not".into())) {
+            continue;
+        }
+        let var = format!("__gatehouse_not_{counter}");
+        *counter += 1;
+        edits.push((
+            not.start,
+            not.start,
+            format!("{var} := {}; ", &src[first.start..last.end]),
+        ));
+        edits.push((first.start, last.end, var));
+    }
+    Ok(edits)
 }
 
 #[cfg(test)]
@@ -497,6 +624,40 @@ f(x) = y { y := x }
         );
         assert_eq!(s.namespace_object, Some(10));
         assert!(s.defines.contains("v") && s.defines.contains("f"));
+    }
+
+    #[test]
+    fn negated_calls_bind_their_arguments_first() {
+        let src = "package p\nv {\n  not f(input.a, \"x\", y)\n  not input.b == 1\n  not g\n  not h(count(input.c))\n}\n";
+        let s = scan(src, None, true).expect("scan");
+        assert!(
+            s.rewritten
+                .contains("__gatehouse_not_0 := input.a; not f(__gatehouse_not_0, \"x\", y)"),
+            "{}",
+            s.rewritten
+        );
+        assert!(
+            s.rewritten
+                .contains("__gatehouse_not_1 := input.b; not __gatehouse_not_1 == 1"),
+            "{}",
+            s.rewritten
+        );
+        assert!(s.rewritten.contains("  not g\n"), "{}", s.rewritten);
+        assert!(
+            s.rewritten
+                .contains("__gatehouse_not_2 := count(input.c); not h(__gatehouse_not_2)"),
+            "{}",
+            s.rewritten
+        );
+        assert_eq!(
+            scan(
+                "package p\nv { not f(input.a) with input as {} }",
+                None,
+                true
+            )
+            .expect_err("with"),
+            ScanError::NotWith(2)
+        );
     }
 
     #[test]
