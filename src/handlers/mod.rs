@@ -66,6 +66,30 @@ impl tower::Service<Request<Bytes>> for Handlers {
     }
 }
 
+/// Adds the Gatekeeper constraints' violations to a native decision. Not cached: templates read
+/// the whole review. `review` builds the Rego input once, only when constraints are loaded.
+pub(crate) fn gatekeeper(
+    app: &App,
+    decision: Arc<Decision>,
+    route: &'static str,
+    namespace: &str,
+    review: impl FnOnce() -> Result<crate::gatekeeper::Review, crate::gatekeeper::ReviewError>,
+) -> Result<Arc<Decision>, Rejection> {
+    if app.gatekeeper.is_empty() {
+        return Ok(decision);
+    }
+    let review =
+        review().map_err(|crate::gatekeeper::ReviewError::Decode(e)| Rejection::BadRequest(e))?;
+    let violations = app.gatekeeper.evaluate(&review);
+    if violations.is_empty() {
+        return Ok(decision);
+    }
+    crate::gatekeeper::log_dryrun(&violations, route, namespace);
+    let mut merged = Decision::clone(&decision);
+    crate::gatekeeper::merge(&violations, &mut merged);
+    Ok(Arc::new(merged))
+}
+
 /// Runs the policies (through the decision cache) and logs what must be logged on every request,
 /// hit or miss: audit-only violations and break-glass use.
 pub(crate) async fn decide(app: &App, subject: &Subject<'_>, route: &'static str) -> Arc<Decision> {
