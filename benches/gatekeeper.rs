@@ -15,7 +15,9 @@ const POD: &[u8] = include_bytes!("../tests/data/pod-admission-review.json");
 
 fn benches(c: &mut Criterion) {
     let config = GatekeeperConfig {
-        paths: vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/gatekeeper/policies")],
+        paths: vec![
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/gatekeeper/policies")
+        ],
         ..GatekeeperConfig::default()
     };
     let loaded = gatekeeper::load(&config).expect("test policies load");

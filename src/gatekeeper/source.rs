@@ -392,10 +392,10 @@ pub fn scan(src: &str, package_to: Option<&str>, v0: bool) -> Result<Scan, ScanE
                     }
                 }
             }
-            Tok::Str(s) if s == "namespaceObject" => {
-                if prev.is_some_and(|p| p.tok == Tok::Open('[')) {
-                    scan.namespace_object.get_or_insert(t.line);
-                }
+            Tok::Str(s)
+                if s == "namespaceObject" && prev.is_some_and(|p| p.tok == Tok::Open('[')) =>
+            {
+                scan.namespace_object.get_or_insert(t.line);
             }
             _ => {}
         }
