@@ -18,7 +18,7 @@ use crate::gatekeeper::{self, LoadError, Review, Violation};
 
 /// Offline, a slow machine or a first evaluation (regular expressions compiled on first use)
 /// must not fail a suite; the server's limit is `gatekeeper.eval_timeout`.
-const VERIFY_EVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const VERIFY_EVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A suite file.
 #[derive(Debug, Deserialize)]
