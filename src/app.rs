@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::authn::Authenticator;
 use crate::cache::{CacheLayer, Cached, DecisionCache};
 use crate::config::{Config, ConfigError};
+use crate::gatekeeper::Gatekeeper;
 use crate::mutation::Mutations;
 use crate::policy::{Decision, Policies, PolicyService};
 
@@ -25,6 +26,8 @@ pub struct App {
     pub mutations: Mutations,
     /// Token authentication, when `routes.authenticate` is on.
     pub authenticator: Option<Authenticator>,
+    /// Gatekeeper constraints for `/validate` and `/image_policy` (empty when none configured).
+    pub gatekeeper: Gatekeeper,
     /// False once draining: `/readyz` answers 503 so load balancers stop sending.
     ready: AtomicBool,
 }
@@ -41,6 +44,11 @@ impl App {
             &config.policies,
             config.break_glass.as_ref(),
         )?);
+        config
+            .gatekeeper
+            .validate(config.limits.request_timeout.0)?;
+        let gatekeeper = crate::gatekeeper::load(&config.gatekeeper)
+            .map_err(|e| ConfigError::invalid("gatekeeper.paths", e.to_string()))?;
         let decision_cache = DecisionCache::new(&config.cache);
         let decisions =
             tower::Layer::layer(&CacheLayer::new(decision_cache.clone()), PolicyService);
@@ -50,6 +58,7 @@ impl App {
             decision_cache,
             mutations: Mutations::compile(&config.mutations)?,
             authenticator,
+            gatekeeper,
             config,
             ready: AtomicBool::new(true),
         })

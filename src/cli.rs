@@ -30,6 +30,19 @@ pub enum Command {
     ApiserverConfig(ApiserverConfigArgs),
     /// Decide offline what the configured policies and mutations do to manifests.
     Check(CheckArgs),
+    /// Run Gatekeeper test suites (gator's suite.yaml) against gatehouse's evaluation.
+    Verify(VerifyArgs),
+}
+
+/// `gatehouse verify` arguments.
+#[derive(Clone, Debug, Default, Args)]
+pub struct VerifyArgs {
+    /// Suite files (`kind: Suite`); paths inside are relative to each suite.
+    #[arg(required = true, value_name = "SUITE.yaml")]
+    pub suites: Vec<PathBuf>,
+    /// List every case, not only failures.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 /// `gatehouse serve` flags.

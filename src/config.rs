@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::authn::AuthenticateConfig;
 use crate::cache::CacheConfig;
+use crate::gatekeeper::GatekeeperConfig;
 use crate::mutation::MutationConfig;
 use crate::policy::config::{BreakGlassConfig, PolicyConfig};
 use crate::units::{ByteSize, HumanDuration};
@@ -86,6 +87,9 @@ pub struct Config {
     /// `/authenticate`: token authentication against GitHub.
     #[serde(deserialize_with = "null_as_default")]
     pub authenticate: AuthenticateConfig,
+    /// Gatekeeper ConstraintTemplates and constraints, beside the native policies.
+    #[serde(deserialize_with = "null_as_default")]
+    pub gatekeeper: GatekeeperConfig,
 }
 
 /// A section left empty (`tls:` with every key commented out) is YAML null: read it as defaults.
@@ -110,6 +114,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             mutations: Vec::new(),
             authenticate: AuthenticateConfig::default(),
+            gatekeeper: GatekeeperConfig::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Certs(args) => gatehouse::pki::main(&args),
         Command::ApiserverConfig(args) => gatehouse::apiserver_config::main(&args),
         Command::Check(args) => runtime.block_on(gatehouse::check::main(&args)),
+        Command::Verify(args) => gatehouse::verify::main(&args),
     }
 }
 

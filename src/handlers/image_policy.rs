@@ -42,6 +42,9 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
         annotations: vec![&spec.annotations],
     };
     let decision = super::decide(app, &subject, "image_policy").await;
+    let decision = super::gatekeeper(app, decision, "image_policy", &spec.namespace, || {
+        Ok(crate::gatekeeper::Review::from_image_review(spec))
+    })?;
     let answer = ImageReview {
         api_version: review.api_version,
         kind: ImageReviewKind::ImageReview,

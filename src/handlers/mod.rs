@@ -59,7 +59,9 @@ impl tower::Service<Request<Bytes>> for Handlers {
             let route = req.extensions().get::<Route>().copied();
             let body = req.into_body();
             let answer = match route {
-                Some(route) if cpu_bound(route) && body.len() > INLINE_MAX => {
+                Some(route)
+                    if cpu_bound(route) && (body.len() > INLINE_MAX || runs_rego(&app, route)) =>
+                {
                     off_the_runtime(app, route, body).await
                 }
                 Some(route) => dispatch(&app, route, &body).await,
@@ -75,6 +77,12 @@ impl tower::Service<Request<Bytes>> for Handlers {
 /// GitHub instead, and must not hold a blocking-pool thread while it does.
 fn cpu_bound(route: Route) -> bool {
     matches!(route, Route::Validate | Route::Mutate | Route::ImagePolicy)
+}
+
+/// Rego evaluations take up to `gatekeeper.eval_timeout` each: with constraints loaded, the
+/// routes that run them never hold a runtime worker while they do.
+fn runs_rego(app: &App, route: Route) -> bool {
+    matches!(route, Route::Validate | Route::ImagePolicy) && !app.gatekeeper.is_empty()
 }
 
 /// Calls the route's handler.
@@ -105,6 +113,30 @@ async fn off_the_runtime(app: Arc<App>, route: Route, body: Bytes) -> Result<Res
         // Cancelled: the runtime is shutting down.
         Err(_) => Err(Rejection::Unavailable),
     }
+}
+
+/// Adds the Gatekeeper constraints' violations to a native decision. Not cached: templates read
+/// the whole review. `review` builds the Rego input once, only when constraints are loaded.
+pub(crate) fn gatekeeper(
+    app: &App,
+    decision: Arc<Decision>,
+    route: &'static str,
+    namespace: &str,
+    review: impl FnOnce() -> Result<crate::gatekeeper::Review, crate::gatekeeper::ReviewError>,
+) -> Result<Arc<Decision>, Rejection> {
+    if app.gatekeeper.is_empty() {
+        return Ok(decision);
+    }
+    let review =
+        review().map_err(|crate::gatekeeper::ReviewError::Decode(e)| Rejection::BadRequest(e))?;
+    let violations = app.gatekeeper.evaluate(&review);
+    if violations.is_empty() {
+        return Ok(decision);
+    }
+    crate::gatekeeper::log_dryrun(&violations, route, namespace);
+    let mut merged = Decision::clone(&decision);
+    crate::gatekeeper::merge(&violations, &mut merged);
+    Ok(Arc::new(merged))
 }
 
 /// Runs the policies (through the decision cache) and logs what must be logged on every request,

@@ -23,6 +23,9 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     let request = &admission.request;
     let subject = subject(request);
     let decision = super::decide(app, &subject, "validate").await;
+    let decision = super::gatekeeper(app, decision, "validate", subject.namespace, || {
+        crate::gatekeeper::Review::from_admission(body)
+    })?;
     let response = admission_response(&request.uid, &decision);
     let bytes = encode_response(admission.api_version, response)?;
     Ok(json_response(StatusCode::OK, Bytes::from(bytes)))
