@@ -931,21 +931,40 @@ async fn malformed_reviews_are_400() {
 }
 
 #[tokio::test]
-async fn upstream_fixtures_are_answered() {
+async fn wire_examples_are_answered() {
     let server = TestServer::start(EXAMPLE).await;
     let mut client = server.client(Proto::Http2).await;
-    for (name, version) in [
-        ("admission.k8s.io.v1.AdmissionReview.json", V1),
-        ("admission.k8s.io.v1beta1.AdmissionReview.json", V1BETA1),
+    for (name, version, list, index) in [
+        ("admission.v1.pod-create.json", V1, "containers", 1),
+        // `kubectl debug`: the new ephemeral container goes through the mirror.
+        (
+            "admission.v1beta1.pod-ephemeralcontainers.json",
+            V1BETA1,
+            "ephemeralContainers",
+            0,
+        ),
     ] {
-        let answer = client.post_json("/mutate", common::fixture(name)).await;
+        let body = common::wire_example(name);
+        let sent: Value = serde_json::from_slice(&body).expect("example");
+        let answer = client.post_json("/mutate", body).await;
         assert_eq!(answer.status, 200, "{name}");
         let json = answer.json();
         assert_eq!(json["apiVersion"], version);
-        // "operationValue" is no operation mutations act on.
-        assert_eq!(
-            json["response"],
-            json!({"uid": "uidValue", "allowed": true})
+        assert_eq!(json["response"]["uid"], sent["request"]["uid"]);
+        assert_eq!(json["response"]["allowed"], true);
+        common::assert_shape_within(&json, "admission.v1beta1.response-patched.json");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(json["response"]["patch"].as_str().expect("a patch"))
+            .expect("base64");
+        let ops: Vec<Value> = serde_json::from_slice(&patch).expect("JSON Patch");
+        let object = apply(&sent["request"]["object"], &ops);
+        let image = &object["spec"][list][index]["image"];
+        assert!(
+            image
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("registry.my.com/dockerhub/"),
+            "{name}: {image}"
         );
     }
 }
