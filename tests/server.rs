@@ -258,6 +258,39 @@ async fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
 }
 
 #[tokio::test]
+async fn a_disabled_route_names_its_switch_and_an_unknown_path_does_not() {
+    let server = TestServer::start("routes:\n  validate: false\n").await;
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        for (path, switch) in [
+            ("/authenticate", "`routes.authenticate: true`"),
+            ("/mutate", "`routes.mutate: true`"),
+            ("/validate", "`routes.validate: true`"),
+        ] {
+            // Whatever the method: switching the route on is the first thing to fix.
+            for answer in [client.post_json(path, "{}").await, client.get(path).await] {
+                assert_eq!(answer.status, 404, "{proto:?} {path}");
+                let json = answer.json();
+                assert_eq!(json["reason"], "NotFound");
+                assert_eq!(json["code"], 404);
+                let message = json["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.starts_with(&format!("no webhook at {path}")),
+                    "{message}"
+                );
+                assert!(message.contains(switch), "{message}");
+            }
+        }
+        let body = image_review("default", &["nginx:1.25"]);
+        assert_eq!(client.post_json("/image_policy", body).await.status, 200);
+        // A path gatehouse has no webhook for is a plain 404.
+        let answer = client.post_json("/image-policy", "{}").await;
+        assert_eq!(answer.status, 404);
+        assert_eq!(answer.json()["message"], "no webhook at /image-policy");
+    }
+}
+
+#[tokio::test]
 async fn wrong_content_type_is_415() {
     let server = TestServer::start("").await;
     for proto in BOTH {
