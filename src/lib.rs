@@ -25,3 +25,4 @@ pub mod server;
 pub mod stack;
 pub mod tls;
 pub mod units;
+pub mod yaml;
