@@ -100,9 +100,12 @@ mod tests {
 
     #[test]
     fn good_yaml_parses() {
-        let outer: Outer = from_str("limits:\n  count: 3\n  on: true\n").expect("parses");
+        let outer: Outer =
+            from_str("limits:\n  count: 3\n  on: true\nitems:\n  - count: 4\n").expect("parses");
         let limits = outer.limits.expect("limits");
         assert_eq!(limits.count, 3);
         assert!(limits.on);
+        assert_eq!(outer.items.len(), 1);
+        assert_eq!(outer.items[0].count, 4);
     }
 }
