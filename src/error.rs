@@ -23,7 +23,7 @@ pub enum Rejection {
     #[error("no webhook at {path}: it is switched off; set `routes.{switch}: true` in the config file to serve it")]
     RouteDisabled {
         /// The path.
-        path: &'static str,
+        path: String,
         /// The `routes:` key that switches it on.
         switch: &'static str,
     },

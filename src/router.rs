@@ -55,26 +55,15 @@ impl Route {
         })
     }
 
-    /// The path and the `routes:` key that switches a webhook on; `None` for health routes,
-    /// which are always on.
-    fn switch(self) -> Option<(&'static str, &'static str)> {
+    /// The `routes:` key that switches a webhook on, and whether `enabled` has it on; `None`
+    /// for the health routes, which are always served.
+    fn switch(self, enabled: &Routes) -> Option<(&'static str, bool)> {
         match self {
-            Self::Authenticate => Some(("/authenticate", "authenticate")),
-            Self::ImagePolicy => Some(("/image_policy", "image_policy")),
-            Self::Validate => Some(("/validate", "validate")),
-            Self::Mutate => Some(("/mutate", "mutate")),
+            Self::Authenticate => Some(("authenticate", enabled.authenticate)),
+            Self::ImagePolicy => Some(("image_policy", enabled.image_policy)),
+            Self::Validate => Some(("validate", enabled.validate)),
+            Self::Mutate => Some(("mutate", enabled.mutate)),
             Self::Healthz | Self::Readyz => None,
-        }
-    }
-
-    /// Whether `enabled` switches this route on.
-    fn is_on(self, enabled: &Routes) -> bool {
-        match self {
-            Self::Authenticate => enabled.authenticate,
-            Self::ImagePolicy => enabled.image_policy,
-            Self::Validate => enabled.validate,
-            Self::Mutate => enabled.mutate,
-            Self::Healthz | Self::Readyz => true,
         }
     }
 
@@ -85,10 +74,11 @@ impl Route {
         let Some(route) = Self::at(path) else {
             return Err(Rejection::NotFound(path.to_owned()));
         };
-        if !route.is_on(enabled) {
-            if let Some((path, switch)) = route.switch() {
-                return Err(Rejection::RouteDisabled { path, switch });
-            }
+        if let Some((switch, false)) = route.switch(enabled) {
+            return Err(Rejection::RouteDisabled {
+                path: path.to_owned(),
+                switch,
+            });
         }
         let (allowed, allow) = route.method();
         if *method != allowed {
@@ -186,9 +176,9 @@ mod tests {
             assert!(matches!(
                 Route::resolve(&method, "/mutate", &on),
                 Err(Rejection::RouteDisabled {
-                    path: "/mutate",
+                    ref path,
                     switch: "mutate"
-                })
+                }) if path == "/mutate"
             ));
         }
         let off = Routes {
