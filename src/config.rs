@@ -32,7 +32,7 @@ pub enum ConfigError {
     Parse {
         /// The file, or `<embedded>` for the defaults.
         path: String,
-        /// serde-saphyr's message, with line, column and a snippet.
+        /// The key, what it expects, line, column and a snippet.
         message: String,
     },
     /// A value parsed but makes no sense (e.g. a cert without a key).
@@ -218,9 +218,9 @@ impl Config {
         let config: Config = if yaml.trim().is_empty() {
             Config::default()
         } else {
-            serde_saphyr::from_str(yaml).map_err(|e| ConfigError::Parse {
+            crate::yaml::from_str(yaml).map_err(|message| ConfigError::Parse {
                 path: origin.to_owned(),
-                message: e.to_string(),
+                message,
             })?
         };
         config.validate()?;

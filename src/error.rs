@@ -16,9 +16,17 @@ pub type Response = http::Response<Full<Bytes>>;
 /// A request gatehouse will not decide, and the HTTP status that says why.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
-    /// No route at this path (or the route is disabled in `routes:`).
+    /// No route at this path.
     #[error("no webhook at {0}")]
     NotFound(String),
+    /// A webhook gatehouse has, switched off in `routes:`; the message names the switch.
+    #[error("no webhook at {path}: it is switched off; set `routes.{switch}: true` in the config file to serve it")]
+    RouteDisabled {
+        /// The path.
+        path: String,
+        /// The `routes:` key that switches it on.
+        switch: &'static str,
+    },
     /// The path exists but not for this method.
     #[error("method {method} is not allowed on {path}; use {allow}")]
     MethodNotAllowed {
@@ -62,7 +70,7 @@ impl Rejection {
     /// The HTTP status for this rejection.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::RouteDisabled { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -76,7 +84,7 @@ impl Rejection {
     /// The Kubernetes `Status.reason` for this rejection.
     fn reason(&self) -> &'static str {
         match self {
-            Self::NotFound(_) => "NotFound",
+            Self::NotFound(_) | Self::RouteDisabled { .. } => "NotFound",
             Self::MethodNotAllowed { .. } => "MethodNotAllowed",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Self::PayloadTooLarge { .. } => "RequestEntityTooLarge",

@@ -31,3 +31,4 @@ pub mod stack;
 pub mod tls;
 pub mod units;
 pub mod verify;
+pub mod yaml;

@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
+use base64::Engine;
 use clap::Parser;
 
 use gatehouse::cli::{Cli, Command};
-use gatehouse::config::Config;
+use gatehouse::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,40 +35,79 @@ async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("gatehouse: {e}");
-                return ExitCode::FAILURE;
-            }
+            // The file's own log.format is unknown here: the flag decides.
+            Err(e) => return fatal(args.log_format.unwrap_or_default(), &e),
         },
         None => Config::default(),
     };
     args.apply(&mut config);
-    gatehouse::logging::init(config.log.format);
+    let format = config.log.format;
+    gatehouse::logging::init(format);
     if args.insecure_http {
         tracing::warn!("--insecure-http: serving plain HTTP; kube-apiserver will not call this, and requests travel unencrypted");
     }
     let bound = match gatehouse::server::bind(config, args.insecure_http).await {
         Ok(b) => b,
-        Err(e) => {
-            eprintln!("gatehouse: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fatal(format, &e),
     };
-    print!("{}", bound.banner());
-    if let Some(ca) = bound.generated_ca() {
-        let path = std::env::temp_dir().join("gatehouse-ca.pem");
-        match std::fs::write(&path, ca) {
-            Ok(()) => println!(
-                "CA written to {} (curl --cacert {})",
-                path.display(),
-                path.display()
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot write the CA file"),
-        }
-    }
+    announce(&bound, format, args.insecure_http);
     bound.serve(shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Says where gatehouse listens and, with a generated certificate, what to trust (also written
+/// to `$TMPDIR/gatehouse-ca.pem`). With `--log-format json` that is one JSON event like every
+/// other line: a log collector (a container runtime's log file) takes stdout and stderr alike,
+/// so only keeping every line JSON keeps it parseable, and the CA stays in the log as fields.
+fn announce(bound: &gatehouse::server::Bound, format: LogFormat, insecure_http: bool) {
+    let ca = bound.generated_ca();
+    let ca_file = ca.and_then(|ca| {
+        let path = std::env::temp_dir().join("gatehouse-ca.pem");
+        match std::fs::write(&path, ca) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot write the CA file");
+                None
+            }
+        }
+    });
+    match format {
+        LogFormat::Text => {
+            let mut text = bound.banner();
+            if let Some(path) = &ca_file {
+                let path = path.display();
+                text.push_str(&format!("CA written to {path} (curl --cacert {path})\n"));
+            }
+            // Not print!: a closed stdout (`| head`) must not panic the server.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        }
+        LogFormat::Json => {
+            let scheme = if insecure_http { "http" } else { "https" };
+            let ca_bundle = ca.map(|ca| base64::engine::general_purpose::STANDARD.encode(ca));
+            tracing::info!(
+                listen = %format_args!("{scheme}://{}", bound.local_addr()),
+                ca_pem = ca,
+                ca_bundle = ca_bundle.as_deref(),
+                ca_file = ca_file.as_ref().map(|p| tracing::field::display(p.display())),
+                "gatehouse listening"
+            );
+        }
+    }
+}
+
+/// Reports why gatehouse cannot start: a JSON event when logging JSON, so that a collector can
+/// parse it too, otherwise a line on stderr.
+fn fatal(format: LogFormat, error: &dyn std::fmt::Display) -> ExitCode {
+    match format {
+        LogFormat::Json => {
+            // A no-op when logging is already set up.
+            gatehouse::logging::init(format);
+            tracing::error!(error = %error, "gatehouse cannot start");
+        }
+        LogFormat::Text => eprintln!("gatehouse: {error}"),
+    }
+    ExitCode::FAILURE
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.

@@ -1,5 +1,5 @@
-//! Which route a request is for: 404 for unknown or disabled paths, 405 with `Allow` for a wrong
-//! method. The route travels in request extensions to the layers below and the handlers.
+//! Which route a request is for: 404 for unknown paths, 404 naming the `routes:` switch for a
+//! webhook that is off, 405 with `Allow` for a wrong method. The route travels in request extensions to the layers below and the handlers.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -42,17 +42,44 @@ impl Route {
         }
     }
 
-    /// Finds the route for a path and method; the query (`?timeout=10s`) plays no part.
-    pub fn resolve(method: &Method, path: &str, enabled: &Routes) -> Result<Self, Rejection> {
-        let route = match path {
-            "/authenticate" if enabled.authenticate => Self::Authenticate,
-            "/image_policy" if enabled.image_policy => Self::ImagePolicy,
-            "/validate" if enabled.validate => Self::Validate,
-            "/mutate" if enabled.mutate => Self::Mutate,
+    /// The route at `path`, switched on or not.
+    fn at(path: &str) -> Option<Self> {
+        Some(match path {
+            "/authenticate" => Self::Authenticate,
+            "/image_policy" => Self::ImagePolicy,
+            "/validate" => Self::Validate,
+            "/mutate" => Self::Mutate,
             "/healthz" => Self::Healthz,
             "/readyz" => Self::Readyz,
-            _ => return Err(Rejection::NotFound(path.to_owned())),
+            _ => return None,
+        })
+    }
+
+    /// The `routes:` key that switches a webhook on, and whether `enabled` has it on; `None`
+    /// for the health routes, which are always served.
+    fn switch(self, enabled: &Routes) -> Option<(&'static str, bool)> {
+        match self {
+            Self::Authenticate => Some(("authenticate", enabled.authenticate)),
+            Self::ImagePolicy => Some(("image_policy", enabled.image_policy)),
+            Self::Validate => Some(("validate", enabled.validate)),
+            Self::Mutate => Some(("mutate", enabled.mutate)),
+            Self::Healthz | Self::Readyz => None,
+        }
+    }
+
+    /// Finds the route for a path and method; the query (`?timeout=10s`) plays no part. A
+    /// webhook that is switched off answers 404 naming its switch, before the method is looked
+    /// at: turning it on is the first thing to fix.
+    pub fn resolve(method: &Method, path: &str, enabled: &Routes) -> Result<Self, Rejection> {
+        let Some(route) = Self::at(path) else {
+            return Err(Rejection::NotFound(path.to_owned()));
         };
+        if let Some((switch, false)) = route.switch(enabled) {
+            return Err(Rejection::RouteDisabled {
+                path: path.to_owned(),
+                switch,
+            });
+        }
         let (allowed, allow) = route.method();
         if *method != allowed {
             return Err(Rejection::MethodNotAllowed {
@@ -143,10 +170,27 @@ mod tests {
             Route::resolve(&Method::POST, "/nope", &on),
             Err(Rejection::NotFound(_))
         ));
-        // Disabled by default until configured.
+        // Disabled by default until configured: the answer names the switch, whatever the
+        // method.
+        for method in [Method::POST, Method::GET] {
+            assert!(matches!(
+                Route::resolve(&method, "/mutate", &on),
+                Err(Rejection::RouteDisabled {
+                    ref path,
+                    switch: "mutate"
+                }) if path == "/mutate"
+            ));
+        }
+        let off = Routes {
+            validate: false,
+            ..Routes::default()
+        };
         assert!(matches!(
-            Route::resolve(&Method::POST, "/mutate", &on),
-            Err(Rejection::NotFound(_))
+            Route::resolve(&Method::POST, "/validate", &off),
+            Err(Rejection::RouteDisabled {
+                switch: "validate",
+                ..
+            })
         ));
     }
 }

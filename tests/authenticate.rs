@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use common::{fixture, Answer, Client, Proto, TestServer, BOTH};
+use common::{wire_example, Answer, Client, Proto, TestServer, BOTH};
 use github_mock::{Behaviour, MockGithub, MockUser};
 
 const V1: &str = "authentication.k8s.io/v1";
@@ -890,20 +890,30 @@ async fn concurrent_reviews_share_one_failing_call() {
 // ---- versions, audiences, bad requests ----------------------------------------------------
 
 #[tokio::test]
-async fn upstream_fixtures_are_answered_in_kind() {
+async fn wire_examples_are_answered_in_kind() {
     let mock = MockGithub::start().await;
     let server = serve(&mock, "allowed_orgs: [acme]").await;
     let mut client = server.client(Proto::Http2).await;
     for (file, version) in [
-        ("authentication.k8s.io.v1.TokenReview.json", V1),
-        ("authentication.k8s.io.v1beta1.TokenReview.json", V1BETA1),
+        ("authentication.v1.request.json", V1),
+        ("authentication.v1beta1.request.json", V1BETA1),
     ] {
-        // The fixture's own status says authenticated: true; it must not be echoed.
-        let answer = client.post_json("/authenticate", fixture(file)).await;
+        let body = wire_example(file);
+        let sent: Value = serde_json::from_slice(&body).expect("example");
+        let token = sent["spec"]["token"].as_str().expect("token").to_owned();
+        mock.add(
+            &token,
+            MockUser::new("octocat", 583231).member("acme", "active"),
+        );
+        let answer = client.post_json("/authenticate", body).await;
         let status = decided(&answer, version);
-        assert_refused(&status);
+        assert_eq!(status["authenticated"], true, "{status}");
+        assert_eq!(status["user"]["uid"], "583231", "{status}");
+        common::assert_shape_within(
+            &answer.json(),
+            "authentication.v1.response-authenticated.json",
+        );
     }
-    assert_eq!(mock.total(), 0, "tokenValue has no GitHub prefix");
 }
 
 #[tokio::test]

@@ -56,3 +56,75 @@ fn empty_file_is_the_defaults() {
     let config = Config::from_yaml("", "x.yaml").expect("empty");
     assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
 }
+
+#[test]
+fn sizes_mean_their_units_and_ambiguous_ones_are_refused() {
+    for (value, bytes) in [
+        ("4MB", 4_000_000),
+        ("4MiB", 4 << 20),
+        ("4Mi", 4 << 20),
+        ("512kB", 512_000),
+        ("512KiB", 512 << 10),
+        ("4194304", 4 << 20),
+    ] {
+        let yaml = format!("limits:\n  max_body: {value}\n");
+        let config = Config::from_yaml(&yaml, "x.yaml").expect(value);
+        assert_eq!(config.limits.max_body.0, bytes, "{value}");
+    }
+    let err = Config::from_yaml("limits:\n  max_body: 4M\n", "x.yaml")
+        .expect_err("4M is ambiguous")
+        .to_string();
+    for needle in [
+        "limits.max_body",
+        "\"4M\"",
+        "ambiguous",
+        "MiB",
+        "MB",
+        "line 2",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
+
+#[test]
+fn wrong_values_name_the_key_and_what_it_expects() {
+    for (yaml, key, expected) in [
+        (
+            "limits:\n  max_connections: lots\n",
+            "limits.max_connections",
+            "expected a whole number",
+        ),
+        (
+            "limits:\n  max_connections: -3\n",
+            "limits.max_connections",
+            "expected a whole number",
+        ),
+        (
+            "routes:\n  validate: maybe\n",
+            "routes.validate",
+            "expected true or false",
+        ),
+        (
+            "limits:\n  max_body: [1]\n",
+            "limits.max_body",
+            "expected a size",
+        ),
+        (
+            "limits:\n  request_timeout: soon\n",
+            "limits.request_timeout",
+            "invalid duration",
+        ),
+        (
+            "policies:\n  - name: a\n  - name: b\n    enforcement: maybe\n",
+            "policies[1].enforcement",
+            "maybe",
+        ),
+    ] {
+        let err = Config::from_yaml(yaml, "x.yaml")
+            .expect_err(yaml)
+            .to_string();
+        assert!(err.contains(key), "{yaml:?} must name {key}: {err}");
+        assert!(err.contains(expected), "{yaml:?}: {err}");
+        assert!(!err.contains("invalid u64"), "{yaml:?}: {err}");
+    }
+}

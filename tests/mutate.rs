@@ -220,7 +220,7 @@ async fn no_op_answers_without_patch_or_patch_type() {
             assert!(response.get("auditAnnotations").is_none(), "{response}");
             assert!(response.get("warnings").is_none(), "{response}");
 
-            // An excluded namespace: no labels; the Pod-wide mutations have nothing to do.
+            // An excluded namespace: nothing is mutated.
             let object = pod(
                 "kube-system",
                 json!({}),
@@ -230,6 +230,49 @@ async fn no_op_answers_without_patch_or_patch_type() {
             let result = mutate(&mut client, version, POD, "kube-system", &object).await;
             assert!(result.ops.is_none(), "{}", result.answer);
         }
+    }
+}
+
+/// The example says it leaves the system namespaces alone: no mutation of it may touch a pod
+/// there, whatever its images and pull policies.
+#[tokio::test]
+async fn the_example_leaves_system_namespaces_alone() {
+    let server = TestServer::start(EXAMPLE).await;
+    let mut client = server.client(Proto::Http1).await;
+    let pod_in = |namespace: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": namespace},
+            "spec": {
+                "containers": [{"name": "dns", "image": "docker.io/coredns/coredns:1.11.1"}],
+                "initContainers": [{"name": "setup", "image": "busybox:1.36"}],
+                "ephemeralContainers": [{"name": "debug", "image": "nicolaka/netshoot:v0.13"}]
+            }
+        })
+    };
+    for version in VERSIONS {
+        for namespace in ["kube-system", "kube-public", "kube-node-lease"] {
+            let object = pod_in(namespace);
+            let result = mutate(&mut client, version, POD, namespace, &object).await;
+            assert!(result.ops.is_none(), "{namespace}: {}", result.answer);
+        }
+        // The same pod anywhere else gets every mutation.
+        let object = pod_in("team-a");
+        let result = mutate(&mut client, version, POD, "team-a", &object).await;
+        let spec = &result.object["spec"];
+        assert_eq!(
+            result.object["metadata"]["labels"]["example-mutated"],
+            "true"
+        );
+        assert_eq!(
+            spec["containers"][0]["image"],
+            "registry.my.com/dockerhub/coredns/coredns:1.11.1"
+        );
+        assert_eq!(spec["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            spec["initContainers"][0]["image"],
+            "registry.my.com/dockerhub/library/busybox:1.36"
+        );
     }
 }
 
@@ -625,7 +668,7 @@ async fn rewriting_covers_init_and_ephemeral_containers() {
     let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
     let object = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "kube-system"},
+        "metadata": {"name": "p", "namespace": "team-a"},
         "spec": {
             "containers": [
                 {"name": "app", "image": format!("nginx:1.25@{digest}"), "imagePullPolicy": "Always"},
@@ -644,7 +687,7 @@ async fn rewriting_covers_init_and_ephemeral_containers() {
     });
     for version in VERSIONS {
         // Every list, as at CREATE (ephemeral containers on their subresource: see below).
-        let result = mutate_op(&mut client, version, POD, "kube-system", "CREATE", &object).await;
+        let result = mutate_op(&mut client, version, POD, "team-a", "CREATE", &object).await;
         let spec = &result.object["spec"];
         assert_eq!(
             spec["containers"][0]["image"],
@@ -661,7 +704,18 @@ async fn rewriting_covers_init_and_ephemeral_containers() {
             spec["ephemeralContainers"][0]["image"],
             "registry.my.com/dockerhub/nicolaka/netshoot:v0.13"
         );
-        let ops = result.ops.expect("patch");
+        // The labels and annotations the example adds outside the system namespaces aside.
+        let ops: Vec<Value> = result
+            .ops
+            .expect("patch")
+            .into_iter()
+            .filter(|op| {
+                !op["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("/metadata")
+            })
+            .collect();
         assert_eq!(
             paths(&ops),
             [
@@ -1079,21 +1133,40 @@ async fn malformed_reviews_are_400() {
 }
 
 #[tokio::test]
-async fn upstream_fixtures_are_answered() {
+async fn wire_examples_are_answered() {
     let server = TestServer::start(EXAMPLE).await;
     let mut client = server.client(Proto::Http2).await;
-    for (name, version) in [
-        ("admission.k8s.io.v1.AdmissionReview.json", V1),
-        ("admission.k8s.io.v1beta1.AdmissionReview.json", V1BETA1),
+    for (name, version, list, index) in [
+        ("admission.v1.pod-create.json", V1, "containers", 1),
+        // `kubectl debug`: the new ephemeral container goes through the mirror.
+        (
+            "admission.v1beta1.pod-ephemeralcontainers.json",
+            V1BETA1,
+            "ephemeralContainers",
+            0,
+        ),
     ] {
-        let answer = client.post_json("/mutate", common::fixture(name)).await;
+        let body = common::wire_example(name);
+        let sent: Value = serde_json::from_slice(&body).expect("example");
+        let answer = client.post_json("/mutate", body).await;
         assert_eq!(answer.status, 200, "{name}");
         let json = answer.json();
         assert_eq!(json["apiVersion"], version);
-        // "operationValue" is no operation mutations act on.
-        assert_eq!(
-            json["response"],
-            json!({"uid": "uidValue", "allowed": true})
+        assert_eq!(json["response"]["uid"], sent["request"]["uid"]);
+        assert_eq!(json["response"]["allowed"], true);
+        common::assert_shape_within(&json, "admission.v1beta1.response-patched.json");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(json["response"]["patch"].as_str().expect("a patch"))
+            .expect("base64");
+        let ops: Vec<Value> = serde_json::from_slice(&patch).expect("JSON Patch");
+        let object = apply(&sent["request"]["object"], &ops);
+        let image = &object["spec"][list][index]["image"];
+        assert!(
+            image
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("registry.my.com/dockerhub/"),
+            "{name}: {image}"
         );
     }
 }

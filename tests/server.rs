@@ -1,10 +1,12 @@
 //! The foundation over real TLS: routes, statuses, both HTTP versions, the latest-tag decision,
-//! and the upstream fixtures.
+//! and the wire examples in tests/data/wire.
 
 mod common;
 
 use bytes::Bytes;
-use common::{fixture, image_review, pod_review, raw_http1, Proto, TestServer, BOTH};
+use common::{
+    assert_shape_within, image_review, pod_review, raw_http1, wire_example, Proto, TestServer, BOTH,
+};
 use http::Method;
 use http_body_util::Full;
 
@@ -256,6 +258,39 @@ async fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
 }
 
 #[tokio::test]
+async fn a_disabled_route_names_its_switch_and_an_unknown_path_does_not() {
+    let server = TestServer::start("routes:\n  validate: false\n").await;
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        for (path, switch) in [
+            ("/authenticate", "`routes.authenticate: true`"),
+            ("/mutate", "`routes.mutate: true`"),
+            ("/validate", "`routes.validate: true`"),
+        ] {
+            // Whatever the method: switching the route on is the first thing to fix.
+            for answer in [client.post_json(path, "{}").await, client.get(path).await] {
+                assert_eq!(answer.status, 404, "{proto:?} {path}");
+                let json = answer.json();
+                assert_eq!(json["reason"], "NotFound");
+                assert_eq!(json["code"], 404);
+                let message = json["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.starts_with(&format!("no webhook at {path}")),
+                    "{message}"
+                );
+                assert!(message.contains(switch), "{message}");
+            }
+        }
+        let body = image_review("default", &["nginx:1.25"]);
+        assert_eq!(client.post_json("/image_policy", body).await.status, 200);
+        // A path gatehouse has no webhook for is a plain 404.
+        let answer = client.post_json("/image-policy", "{}").await;
+        assert_eq!(answer.status, 404);
+        assert_eq!(answer.json()["message"], "no webhook at /image-policy");
+    }
+}
+
+#[tokio::test]
 async fn wrong_content_type_is_415() {
     let server = TestServer::start("").await;
     for proto in BOTH {
@@ -325,50 +360,82 @@ async fn a_body_that_never_arrives_gets_504_at_the_deadline() {
 }
 
 #[tokio::test]
-async fn every_upstream_fixture_gets_a_well_formed_answer() {
+async fn wire_examples_get_well_formed_answers() {
     let server = TestServer::start("").await;
-    let mut client = server.client(Proto::Http1).await;
-    for name in [
-        "admission.k8s.io.v1.AdmissionReview.json",
-        "admission.k8s.io.v1beta1.AdmissionReview.json",
-    ] {
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        // (example, version, uid, allowed under the built-in latest-tag rule)
+        for (name, version, uid, allowed) in [
+            (
+                "admission.v1.pod-create.json",
+                V1,
+                "3b9f2c4e-71d5-4a0b-9e8c-5d6f7a8b9c01",
+                true,
+            ),
+            (
+                "admission.v1.pod-update.json",
+                V1,
+                "e5a7c9d1-3b4f-4a6c-8e0d-2f4a6b8c0d1e",
+                true,
+            ),
+            // `kubectl run --image=busybox`: implicitly :latest.
+            (
+                "admission.v1beta1.pod-create.json",
+                V1BETA1,
+                "0d2f4b6a-8c1e-4a3b-9d5f-7b9d1f3a5c7e",
+                false,
+            ),
+            // `kubectl debug` adds busybox:1.36.1 on pods/ephemeralcontainers.
+            (
+                "admission.v1beta1.pod-ephemeralcontainers.json",
+                V1BETA1,
+                "9c1e3a5b-7d9f-4b1d-a3c5-e7f9a1b3c5d7",
+                true,
+            ),
+        ] {
+            let answer = client
+                .post_json("/validate?timeout=10s", wire_example(name))
+                .await;
+            assert_eq!(
+                answer.status,
+                200,
+                "{name}: {}",
+                String::from_utf8_lossy(&answer.body)
+            );
+            let json = answer.json();
+            assert_eq!(json["apiVersion"], version, "{name}");
+            assert_eq!(json["kind"], "AdmissionReview");
+            assert_eq!(json["response"]["uid"], uid, "{name}");
+            assert_eq!(json["response"]["allowed"], allowed, "{name}: {json}");
+            assert_shape_within(&json, "admission.v1.response-denied.json");
+            if !allowed {
+                assert_eq!(json["response"]["status"]["code"], 403);
+                let message = json["response"]["status"]["message"]
+                    .as_str()
+                    .unwrap_or_default();
+                assert!(
+                    message.contains("\"debug\"") && message.contains("busybox"),
+                    "{message}"
+                );
+            }
+        }
         let answer = client
-            .post_json("/validate?timeout=10s", fixture(name))
+            .post_json(
+                "/image_policy",
+                wire_example("imagepolicy.v1alpha1.request.json"),
+            )
             .await;
-        assert_eq!(
-            answer.status,
-            200,
-            "{name}: {}",
-            String::from_utf8_lossy(&answer.body)
-        );
+        assert_eq!(answer.status, 200);
         let json = answer.json();
-        let version = if name.contains("v1beta1") {
-            V1BETA1
-        } else {
-            V1
-        };
-        assert_eq!(json["apiVersion"], version);
-        assert_eq!(json["kind"], "AdmissionReview");
-        assert_eq!(json["response"]["uid"], "uidValue");
-        // A CustomType under operationValue is not covered by any policy: allowed.
-        assert_eq!(json["response"]["allowed"], true);
+        assert_eq!(json["apiVersion"], "imagepolicy.k8s.io/v1alpha1");
+        assert_eq!(json["kind"], "ImageReview");
+        assert_shape_within(&json, "imagepolicy.v1alpha1.response-denied.json");
+        // "redis" is implicitly :latest; the pinned images alone would pass.
+        assert_eq!(json["status"]["allowed"], false);
+        let reason = json["status"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("\"redis\""), "{reason}");
+        assert!(!reason.contains("checkout"), "{reason}");
     }
-    let answer = client
-        .post_json(
-            "/image_policy",
-            fixture("imagepolicy.k8s.io.v1alpha1.ImageReview.json"),
-        )
-        .await;
-    assert_eq!(answer.status, 200);
-    let json = answer.json();
-    assert_eq!(json["apiVersion"], "imagepolicy.k8s.io/v1alpha1");
-    assert_eq!(json["kind"], "ImageReview");
-    // "imageValue" is not a valid reference (uppercase): denied with the reason, never allowed.
-    assert_eq!(json["status"]["allowed"], false);
-    assert!(json["status"]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("imageValue"));
 }
 
 #[tokio::test]

@@ -16,15 +16,70 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The upstream wire fixtures (kubernetes/api testdata).
-pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/k8s-api")
+/// Reads one of our own wire examples in `tests/data/wire/` (see its README).
+pub fn wire_example(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/wire")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// Reads one upstream fixture.
-pub fn fixture(name: &str) -> Vec<u8> {
-    let path = fixtures_dir().join(name);
+/// Names the directory of the upstream kubernetes/api wire fixtures, which are not in the
+/// repository: tests that read them are `#[ignore]`d and run with `--ignored` (as `.ci/run`
+/// does) when it is set.
+pub const UPSTREAM_FIXTURES_VAR: &str = "GATEHOUSE_UPSTREAM_FIXTURES";
+
+/// Reads one upstream fixture from the directory in [`UPSTREAM_FIXTURES_VAR`]; panics with
+/// what to set when it is not given.
+pub fn upstream_fixture(name: &str) -> Vec<u8> {
+    let Some(dir) = std::env::var_os(UPSTREAM_FIXTURES_VAR) else {
+        panic!(
+            "{UPSTREAM_FIXTURES_VAR} is not set: point it at the kubernetes/api testdata \
+             directory (CI: ../shared/fixtures/k8s-api) to run the upstream fixture tests"
+        );
+    };
+    let path = PathBuf::from(dir).join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// Every object-member path in `json` (`response.status.code`; array items share their
+/// array's path): the shape of an answer, to compare with a wire example's. Maps whose keys
+/// are data (`auditAnnotations`, `extra`) are one path.
+pub fn json_paths(json: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    fn walk(v: &serde_json::Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    let path = if at.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{at}.{key}")
+                    };
+                    if !matches!(key.as_str(), "auditAnnotations" | "extra") {
+                        walk(value, &path, out);
+                    }
+                    out.insert(path);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, at, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(json, "", &mut out);
+    out
+}
+
+/// Asserts that `answer` uses only fields the wire example `example` (an answer written to
+/// the Kubernetes API's shape) has: a misnamed or invented field fails here.
+pub fn assert_shape_within(answer: &serde_json::Value, example: &str) {
+    let allowed =
+        json_paths(&serde_json::from_slice(&wire_example(example)).expect("wire example is JSON"));
+    let extra: Vec<String> = json_paths(answer).difference(&allowed).cloned().collect();
+    assert!(
+        extra.is_empty(),
+        "fields not in {example}: {extra:?}\n{answer}"
+    );
 }
 
 /// A running gatehouse.
