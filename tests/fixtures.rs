@@ -150,8 +150,8 @@ fn admission_requests_decode_every_field_decisions_read() {
             .spec
             .expect("a Pod's spec is projected");
         let images: Vec<(&str, &str)> = spec
-            .containers()
-            .map(|(list, _, c)| (list.field(), c.image.as_deref().unwrap_or_default()))
+            .images()
+            .map(|slot| (slot.source.field(), slot.image.unwrap_or_default()))
             .collect();
         assert_eq!(images, example.images, "{name}");
         let labels = object.metadata.labels.as_ref().expect("labels");
