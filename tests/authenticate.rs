@@ -681,7 +681,10 @@ async fn a_thousand_concurrent_reviews_make_one_set_of_calls() {
             .team("acme", "sre", "SRE")
             .delayed(Duration::from_millis(500)),
     );
-    let server = serve(&mock, "allowed_orgs: [acme]").await;
+    // All 1000 are in flight at once: raise the in-flight cap (default 256) above that.
+    logs();
+    let yaml = config(&mock, "allowed_orgs: [acme]") + "limits:\n  max_in_flight: 1000\n";
+    let server = TestServer::start(&yaml).await;
     let statuses = burst(&server, &["ghp_stampede".to_owned()], 1000, 10).await;
     assert_eq!(statuses.len(), 1000);
     for status in &statuses {
