@@ -36,7 +36,7 @@ pub struct ListenerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Bound on the TLS handshake and on the wait for a connection's first request.
     pub handshake_timeout: Duration,
-    /// Bound on an idle keep-alive connection (and on reading request headers).
+    /// Bound on a connection with no request in flight (and on reading request headers).
     pub idle_timeout: Duration,
     /// Bound on the time the peer takes to take an answer.
     pub send_timeout: Duration,
