@@ -349,7 +349,9 @@ async fn early_answers_over_h2_arrive_whole_while_the_body_is_still_coming() {
     assert_eq!(h2.get("/healthz").await, 200);
 }
 
-/// The real binary, for what only a separate process shows: its resident memory.
+/// The real binary, for what only a separate process shows: its resident memory (read from
+/// Linux's /proc).
+#[cfg(target_os = "linux")]
 struct Spawned {
     child: Child,
     addr: SocketAddr,
@@ -358,6 +360,7 @@ struct Spawned {
     _dir: tempfile::TempDir,
 }
 
+#[cfg(target_os = "linux")]
 impl Spawned {
     async fn start(extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -450,6 +453,7 @@ impl Spawned {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -459,6 +463,7 @@ impl Drop for Spawned {
 
 /// A DELETE review (allowed without evaluation) whose answer echoes a `uid` of `size` bytes:
 /// a large answer that costs the server almost nothing to decide.
+#[cfg(target_os = "linux")]
 fn large_answer_review(size: usize) -> String {
     let uid = "u".repeat(size);
     serde_json::json!({
@@ -474,6 +479,7 @@ fn large_answer_review(size: usize) -> String {
 }
 
 /// Reads until the peer closes; returns how many bytes came. Panics after [`BOUND`].
+#[cfg(target_os = "linux")]
 async fn read_to_close<T: AsyncRead + Unpin>(mut io: T) -> usize {
     let mut total = 0;
     let mut buf = vec![0u8; 64 * 1024];
@@ -488,6 +494,7 @@ async fn read_to_close<T: AsyncRead + Unpin>(mut io: T) -> usize {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_stop_reading_are_cut_off_and_their_answers_freed() {
     const MIB: usize = 1024 * 1024;
