@@ -143,8 +143,12 @@ pub struct Limits {
     pub handshake_timeout: HumanDuration,
     /// How long a keep-alive connection may sit idle (or trickle request headers).
     pub idle_timeout: HumanDuration,
-    /// Most connections served at once; more are closed at accept.
+    /// Most connections served at once; at the cap the longest-idle one is closed for a new one.
     pub max_connections: usize,
+    /// How long the peer has to take an answer; a connection that does not is closed.
+    pub send_timeout: HumanDuration,
+    /// Most webhook requests being read or decided at once; more answer 503 at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -162,6 +166,14 @@ impl Default for Limits {
             idle_timeout: HumanDuration(Duration::from_secs(120)),
             // Far above what apiservers open; bounds file descriptors against a flood.
             max_connections: 10_000,
+            // The apiserver reads an answer as soon as it arrives and gives up on a webhook call
+            // after its timeout (default 10s): a peer still not reading after 10s is not waiting
+            // for the answer, so the memory it pins is released.
+            send_timeout: HumanDuration(Duration::from_secs(10)),
+            // Decisions take well under a millisecond, so even a burst of pod creations keeps
+            // far fewer in flight; 256 leaves room for TokenReviews waiting on GitHub, and
+            // 256 × max_body (1 GiB at 4 MiB) bounds the request bodies held at once.
+            max_in_flight: 256,
         }
     }
 }
@@ -289,6 +301,18 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if self.limits.send_timeout.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.send_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.max_in_flight == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_in_flight",
+                "must be greater than 0",
+            ));
+        }
         if self.limits.handshake_timeout.0.is_zero() {
             return Err(ConfigError::invalid(
                 "limits.handshake_timeout",
@@ -298,5 +322,39 @@ impl Config {
         self.authenticate
             .validate(self.routes.authenticate, self.limits.request_timeout.0)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_states_the_limits_defaults() {
+        let shipped = Config::from_yaml(
+            include_str!("../config/gatehouse.yaml"),
+            "config/gatehouse.yaml",
+        )
+        .expect("config/gatehouse.yaml loads");
+        let (shipped, default) = (shipped.limits, Limits::default());
+        assert_eq!(shipped.max_body, default.max_body);
+        assert_eq!(shipped.request_timeout, default.request_timeout);
+        assert_eq!(shipped.handshake_timeout, default.handshake_timeout);
+        assert_eq!(shipped.idle_timeout, default.idle_timeout);
+        assert_eq!(shipped.max_connections, default.max_connections);
+        assert_eq!(shipped.send_timeout, default.send_timeout);
+        assert_eq!(shipped.max_in_flight, default.max_in_flight);
+    }
+
+    #[test]
+    fn zero_limits_are_refused_naming_the_key() {
+        for key in ["send_timeout: 0s", "max_in_flight: 0"] {
+            let err = Config::from_yaml(&format!("limits:\n  {key}\n"), "x.yaml").expect_err(key);
+            let name = key.split(':').next().unwrap_or_default();
+            assert!(
+                err.to_string().contains(&format!("limits.{name}")),
+                "{key}: {err}"
+            );
+        }
     }
 }

@@ -64,7 +64,18 @@ pub enum Rejection {
     /// The server is draining and takes no new work.
     #[error("gatehouse is shutting down")]
     Unavailable,
+    /// `limits.max_in_flight` webhook requests are already being handled.
+    #[error("gatehouse is handling limits.max_in_flight ({limit}) requests already; retry")]
+    Overloaded {
+        /// The configured cap.
+        limit: usize,
+    },
 }
+
+/// Sent with [`Rejection::Overloaded`]: client-go's REST client, which the apiserver's webhook
+/// calls use, waits this many seconds and retries a 5xx carrying `Retry-After` (`checkWait`),
+/// so a shed request is retried within the webhook's timeout instead of failing.
+const OVERLOADED_RETRY_AFTER: HeaderValue = HeaderValue::from_static("1");
 
 impl Rejection {
     /// The HTTP status for this rejection.
@@ -77,7 +88,7 @@ impl Rejection {
             Self::BodyRead(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Panic | Self::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -91,7 +102,7 @@ impl Rejection {
             Self::BodyRead(_) | Self::BadRequest(_) => "BadRequest",
             Self::Timeout(_) => "Timeout",
             Self::Panic | Self::Encode(_) => "InternalError",
-            Self::Unavailable => "ServiceUnavailable",
+            Self::Unavailable | Self::Overloaded { .. } => "ServiceUnavailable",
         }
     }
 
@@ -120,10 +131,18 @@ impl Rejection {
         // Serializing a struct of strings cannot fail; fall back to the bare message anyway.
         let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| message.clone().into_bytes());
         let mut response = json_response(code, Bytes::from(bytes));
-        if let Self::MethodNotAllowed { allow, .. } = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        match self {
+            Self::MethodNotAllowed { allow, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::Overloaded { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, OVERLOADED_RETRY_AFTER);
+            }
+            _ => {}
         }
         response
     }

@@ -1,26 +1,33 @@
 //! The listener: accept → TLS handshake (bounded in time) → HTTP/1.1 or h2 on one port →
 //! the tower stack. It knows nothing of routes: it serves any `tower::Service`.
+//!
+//! What a peer can hold is bounded here: connections (`registry`), and per connection the time
+//! its requests, answers and idleness may take (`activity`, fed by the wrappers in `track`).
+
+mod activity;
+mod registry;
+mod track;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::error::Response;
-use crate::stack::PeerAddr;
+use activity::{Activity, CloseRequest, Deadlines, Verdict};
+use registry::{Admission, Registry};
+use track::{Tracked, WatchedIo};
 
 /// How connections are served.
 #[derive(Clone, Debug)]
@@ -29,8 +36,10 @@ pub struct ListenerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Bound on the TLS handshake and on the wait for a connection's first request.
     pub handshake_timeout: Duration,
-    /// Bound on an idle keep-alive connection (and on reading request headers).
+    /// Bound on a connection with no request in flight (and on reading request headers).
     pub idle_timeout: Duration,
+    /// Bound on the time the peer takes to take an answer.
+    pub send_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
     /// How long in-flight requests may take to finish once shutdown starts.
@@ -45,8 +54,74 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 /// See [`H2_PING_INTERVAL`].
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `service` on `listener` until `shutdown` resolves, then drains: idle keep-alive
-/// connections close at once, in-flight requests get `drain_timeout` to finish.
+/// Streams one h2 connection may have open (hyper's default is 200). RFC 9113 §6.5.2 advises no
+/// fewer than 100 so as not to limit parallelism, and the apiserver is not starved by it: Go's
+/// HTTP/2 client opens another connection when every stream of its connections is busy
+/// (`StrictMaxConcurrentStreams` is false unless set, and Kubernetes does not set it). It bounds
+/// what one connection holds: 100 answers, each for at most `limits.send_timeout`.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Bytes h2 buffers per stream beyond what the peer's window has accepted (hyper's default is
+/// 400 KiB). Answers are handed over in 16 KiB pieces, so 64 KiB keeps a few frames ready to
+/// send without holding much for a peer that does not read.
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
+
+/// Largest h2 request header block: the apiserver sends a handful of short headers; 16 KiB
+/// (hyper's default, stated here on purpose) refuses header floods.
+const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+
+/// Request bytes one h2 connection (and each stream) may send before we read them: hyper's
+/// defaults, stated on purpose. Unread request bytes held per connection stay under 1 MiB.
+const H2_WINDOW: u32 = 1024 * 1024;
+
+/// HTTP/1.1 read and write buffer per connection (hyper's default is ~400 KiB): request heads
+/// from the apiserver are far smaller, and answers are handed over in 16 KiB pieces.
+const H1_MAX_BUF: usize = 64 * 1024;
+
+/// Once the drain has timed out and every connection is told to close at once, how long to wait
+/// for their tasks to end.
+const ABORT_WAIT: Duration = Duration::from_secs(1);
+
+/// hyper's connection builders, configured once: one per protocol ALPN can settle on, and one
+/// that detects the protocol for plain HTTP.
+struct Protocols {
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+    detect: auto::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(options: &ListenerOptions) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // hyper applies this to idle keep-alive connections too, so it also bounds a
+            // connection that trickles a request's headers.
+            .header_read_timeout(options.idle_timeout)
+            .max_buf_size(H1_MAX_BUF)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_send_buf_size(H2_MAX_SEND_BUF)
+            .max_header_list_size(H2_MAX_HEADER_LIST)
+            .initial_connection_window_size(H2_WINDOW)
+            .initial_stream_window_size(H2_WINDOW)
+            .adaptive_window(false);
+        Self {
+            http1: builder.clone().http1_only(),
+            http2: builder.clone().http2_only(),
+            detect: builder,
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then drains: idle connections close
+/// at once, in-flight requests get `drain_timeout` to finish.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
@@ -59,10 +134,15 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let registry = Registry::new(options.max_connections);
+    let protocols = Arc::new(Protocols::new(&options));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
-    let slots = Arc::new(Semaphore::new(options.max_connections));
-    tokio::pin!(shutdown);
+    let deadlines = Deadlines {
+        first_request: options.handshake_timeout * 2,
+        idle: options.idle_timeout,
+        send: options.send_timeout,
+    };
+    let mut shutdown = pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
             () = &mut shutdown => break,
@@ -75,114 +155,149 @@ pub async fn serve<S>(
                 }
             },
         };
-        // Over the cap, close at once: waiting would stall accept for everyone else.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = options.max_connections, "connection limit reached; closing");
+        let admission = registry.admit();
+        if let Admission::AfterEviction = admission {
+            tracing::info!(%peer, max = options.max_connections, "connection limit reached; closing the longest-idle connection for a new one");
+        }
+        if let Admission::Refused = admission {
+            // Every connection has a request in flight: close at once, waiting would stall
+            // accept for everyone else.
+            tracing::warn!(%peer, max = options.max_connections, "connection limit reached and no connection is idle; closing");
             continue;
-        };
-        let watcher = graceful.watcher();
+        }
+        let registry = registry.clone();
+        let protocols = protocols.clone();
         let service = service.clone();
         let acceptor = acceptor.clone();
-        let options = options.clone();
+        let handshake_timeout = options.handshake_timeout;
         tokio::spawn(
             async move {
-                serve_connection(tcp, peer, acceptor, &options, service, watcher).await;
-                drop(slot);
+                let permit = match admission {
+                    Admission::Now(permit) => permit,
+                    // The evicted connection's slot frees within its shutdown grace; a slot that
+                    // does not free within a handshake's time is not worth waiting for.
+                    _ => match registry.wait_slot(handshake_timeout).await {
+                        Some(permit) => permit,
+                        None => {
+                            tracing::debug!("no connection slot freed in time; closing");
+                            return;
+                        }
+                    },
+                };
+                let activity = Arc::new(Activity::new(deadlines));
+                let _slot = registry.register(permit, activity.clone());
+                let connection = Connection {
+                    peer,
+                    activity,
+                    handshake_timeout,
+                };
+                connection.serve(tcp, acceptor, &protocols, service).await;
             }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
     }
-    tracing::info!(connections = graceful.count(), "draining");
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+    tracing::info!(connections = registry.len(), "draining");
+    registry.close_all(CloseRequest::Drain);
+    if tokio::time::timeout(options.drain_timeout, registry.emptied())
         .await
         .is_err()
     {
         tracing::warn!("drain timed out; closing remaining connections");
+        registry.close_all(CloseRequest::Abort);
+        let _ = tokio::time::timeout(ABORT_WAIT, registry.emptied()).await;
     }
 }
 
-async fn serve_connection<S>(
-    tcp: TcpStream,
+/// One accepted connection.
+struct Connection {
     peer: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
-    options: &ListenerOptions,
-    service: S,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    S: tower::Service<http::Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    // Webhook answers are small and latency-bound: do not wait to coalesce segments.
-    let _ = tcp.set_nodelay(true);
-    // Set by the first request: until then the connection lives on the handshake deadline.
-    let started = Arc::new(AtomicBool::new(false));
-    let seen = started.clone();
-    let service = service.map_request(move |mut req: http::Request<Incoming>| {
-        seen.store(true, Ordering::Relaxed);
-        req.extensions_mut().insert(PeerAddr(peer));
-        req
-    });
-    let hyper_service = TowerToHyperService::new(service);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // hyper applies this to idle keep-alive connections too, so it is the idle timeout.
-        .header_read_timeout(options.idle_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
+    activity: Arc<Activity>,
+    handshake_timeout: Duration,
+}
 
-    let connection = async {
-        match acceptor {
-            Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(options.handshake_timeout, acceptor.accept(tcp));
-                let tls = match handshake.await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return Ok(());
+impl Connection {
+    async fn serve<S>(
+        &self,
+        tcp: TcpStream,
+        acceptor: Option<TlsAcceptor>,
+        protocols: &Protocols,
+        service: S,
+    ) where
+        S: tower::Service<http::Request<Incoming>, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let peer = self.peer;
+        // Webhook answers are small and latency-bound: do not wait to coalesce segments.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(Tracked::new(service, self.activity.clone(), peer));
+        let Some(acceptor) = acceptor else {
+            let io = TokioIo::new(WatchedIo::new(tcp, self.activity.clone()));
+            self.drive(protocols.detect.serve_connection(io, service))
+                .await;
+            return;
+        };
+        let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp));
+        let tls = tokio::select! {
+            result = handshake => match result {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            () = self.activity.wait_close_request() => {
+                tracing::debug!(%peer, "closed during the TLS handshake");
+                return;
+            }
+        };
+        // ALPN decided the protocol: no sniffing the first bytes (which has no deadline).
+        let builder = match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => &protocols.http2,
+            _ => &protocols.http1,
+        };
+        let io = TokioIo::new(WatchedIo::new(tls, self.activity.clone()));
+        self.drive(builder.serve_connection(io, service)).await;
+    }
+
+    /// Runs hyper's connection until it ends or the watchdog closes it.
+    async fn drive<C>(&self, connection: C)
+    where
+        C: GracefulConnection,
+        C::Error: std::fmt::Display,
+    {
+        let peer = self.peer;
+        let mut connection = pin!(connection);
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return Ok(());
+                    return;
+                }
+                verdict = self.activity.verdict() => match verdict {
+                    Verdict::Shutdown(why) => {
+                        tracing::debug!(%peer, why, "closing gracefully");
+                        self.activity.shutting_down();
+                        connection.as_mut().graceful_shutdown();
                     }
-                };
-                // ALPN decided the protocol: no sniffing the first bytes (which has no deadline).
-                let builder = match tls.get_ref().1.alpn_protocol() {
-                    Some(b"h2") => builder.http2_only(),
-                    _ => builder.http1_only(),
-                };
-                let conn = builder.serve_connection(TokioIo::new(tls), hyper_service);
-                watcher.watch(conn.into_owned()).await
+                    Verdict::Close(why) => {
+                        tracing::debug!(%peer, why, "closing");
+                        return;
+                    }
+                    Verdict::Stalled(why) => {
+                        tracing::info!(%peer, why, "closing a connection that does not read its answers");
+                        return;
+                    }
+                },
             }
-            None => {
-                let conn = builder.serve_connection(TokioIo::new(tcp), hyper_service);
-                watcher.watch(conn.into_owned()).await
-            }
-        }
-    };
-    let first_request_deadline = async {
-        tokio::time::sleep(options.handshake_timeout * 2).await;
-        if started.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = connection => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        }
-        () = first_request_deadline => {
-            tracing::debug!(%peer, "no request within the handshake deadline; closing");
         }
     }
 }

@@ -73,9 +73,13 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
         tls,
         handshake_timeout: config.limits.handshake_timeout.0,
         idle_timeout: config.limits.idle_timeout.0,
+        send_timeout: config.limits.send_timeout.0,
         max_connections: config.limits.max_connections,
-        // In-flight requests end by their own deadline; give them that plus a margin.
-        drain_timeout: config.limits.request_timeout.0 + Duration::from_secs(1),
+        // In-flight requests end by their own deadline and their answers are taken within the
+        // send timeout; give them that plus a margin.
+        drain_timeout: config.limits.request_timeout.0
+            + config.limits.send_timeout.0
+            + Duration::from_secs(1),
     };
     let app = Arc::new(App::new(config)?);
     Ok(Bound {

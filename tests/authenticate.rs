@@ -90,7 +90,11 @@ async fn serve(mock: &MockGithub, github: &str) -> TestServer {
 /// can cause: for tests of what a burst does, not of how fast it is answered.
 async fn serve_patient(mock: &MockGithub, github: &str) -> TestServer {
     logs();
-    let yaml = format!("{}limits:\n  request_timeout: 60s\n", config(mock, github));
+    // Bursts of up to 1000 reviews are all in flight at once: raise the in-flight cap (256).
+    let yaml = format!(
+        "{}limits:\n  request_timeout: 60s\n  max_in_flight: 1000\n",
+        config(mock, github)
+    );
     TestServer::start(&yaml).await
 }
 

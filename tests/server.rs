@@ -502,21 +502,3 @@ async fn silent_connections_close_and_idle_keep_alive_ones_stay() {
         );
     }
 }
-
-#[tokio::test]
-async fn connections_over_the_cap_are_refused_and_the_rest_keep_working() {
-    let server = TestServer::start("limits:\n  max_connections: 1\n").await;
-    let mut first = server.client(Proto::Http1).await;
-    assert_eq!(first.get("/healthz").await.status, 200);
-    let connector =
-        tokio_rustls::TlsConnector::from(common::tls_client_config(&server.ca_pem, b"http/1.1"));
-    let tcp = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    assert!(
-        connector.connect(name, tcp).await.is_err(),
-        "a second connection must be refused"
-    );
-    assert_eq!(first.get("/healthz").await.status, 200);
-}

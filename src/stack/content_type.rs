@@ -3,20 +3,34 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{header, Request};
 
+use super::body::declared_length;
 use super::RejectOr;
 use crate::error::{Rejection, Response};
 use crate::router::Route;
 
 /// Adds the content-type check.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ContentTypeLayer;
+#[derive(Clone, Copy, Debug)]
+pub struct ContentTypeLayer {
+    max_body: u64,
+}
+
+impl ContentTypeLayer {
+    /// A refused body of at most `max_body` bytes is read before the 415 is sent.
+    pub fn new(max_body: u64) -> Self {
+        Self { max_body }
+    }
+}
 
 impl<S> tower::Layer<S> for ContentTypeLayer {
     type Service = ContentType<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ContentType { inner }
+        ContentType {
+            inner,
+            max_body: self.max_body,
+        }
     }
 }
 
@@ -24,6 +38,7 @@ impl<S> tower::Layer<S> for ContentTypeLayer {
 #[derive(Clone, Debug)]
 pub struct ContentType<S> {
     inner: S,
+    max_body: u64,
 }
 
 /// True for `application/json`, with or without parameters such as `charset=utf-8`.
@@ -35,6 +50,7 @@ fn is_json(value: &[u8]) -> bool {
 impl<S, B> tower::Service<Request<B>> for ContentType<S>
 where
     S: tower::Service<Request<B>, Response = Response, Error = Infallible>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -56,7 +72,11 @@ where
                     || "none".to_owned(),
                     |v| String::from_utf8_lossy(v.as_bytes()).into_owned(),
                 );
-                return RejectOr::reject(Rejection::UnsupportedMediaType(got));
+                let rejection = Rejection::UnsupportedMediaType(got);
+                if declared_length(&req).is_some_and(|n| n > self.max_body) {
+                    return RejectOr::reject(rejection);
+                }
+                return RejectOr::reject_after(req.into_body(), self.max_body, rejection);
             }
         }
         RejectOr::Inner {

@@ -1,5 +1,6 @@
 //! The tower middleware stack shared by every route, outermost first:
-//! access log → catch panic → deadline → route → content type → body limit → handlers.
+//! access log → catch panic → deadline → route → in-flight cap → content type → body limit →
+//! handlers.
 //!
 //! Each hand-written layer is one `Layer` + `Service` pair in a file named after it.
 
@@ -8,6 +9,7 @@ mod body;
 mod catch_panic;
 mod content_type;
 mod deadline;
+mod in_flight;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,6 +25,7 @@ pub use body::{CollectBody, CollectBodyLayer};
 pub use catch_panic::{CatchPanic, CatchPanicLayer};
 pub use content_type::{ContentType, ContentTypeLayer};
 pub use deadline::{Deadline, DeadlineLayer};
+pub use in_flight::{InFlight, InFlightLayer, Permitted};
 
 use crate::app::App;
 use crate::error::{Rejection, Response};
@@ -47,7 +50,8 @@ where
         .layer(CatchPanicLayer)
         .layer(DeadlineLayer::new(limits.request_timeout.0))
         .layer(RouteLayer::new(app.config.routes.clone()))
-        .layer(ContentTypeLayer)
+        .layer(InFlightLayer::new(limits.max_in_flight))
+        .layer(ContentTypeLayer::new(limits.max_body.0))
         .layer(CollectBodyLayer::new(limits.max_body.0))
         .service(Handlers::new(app))
 }
@@ -58,6 +62,8 @@ pin_project_lite::pin_project! {
     pub enum RejectOr<F> {
         /// Answered here, without calling inner.
         Rejected { response: Option<Response> },
+        /// Answered here once the rest of the request body is read (see `body::discard`).
+        Draining { future: Pin<Box<dyn Future<Output = Response> + Send>> },
         /// Inner is handling it.
         Inner { #[pin] future: F },
     }
@@ -68,6 +74,19 @@ impl<F> RejectOr<F> {
     pub fn reject(rejection: Rejection) -> Self {
         Self::Rejected {
             response: Some(rejection.into_response()),
+        }
+    }
+
+    /// An early answer sent after reading the rest of `body`, at most `budget` bytes of it.
+    pub fn reject_after<B>(body: B, budget: u64, rejection: Rejection) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+    {
+        Self::Draining {
+            future: Box::pin(async move {
+                body::discard(body, budget).await;
+                rejection.into_response()
+            }),
         }
     }
 }
@@ -85,6 +104,7 @@ where
                 // Polled after completion: a caller bug, answer rather than panic.
                 None => Poll::Ready(Ok(Rejection::Panic.into_response())),
             },
+            RejectOrProj::Draining { future } => future.as_mut().poll(cx).map(Ok),
             RejectOrProj::Inner { future } => future.poll(cx),
         }
     }
