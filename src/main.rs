@@ -38,7 +38,7 @@ async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
         None => Config::default(),
     };
     args.apply(&mut config);
-    gatehouse::logging::init(config.log.format);
+    let _log = gatehouse::logging::init(config.log.format);
     if args.insecure_http {
         tracing::warn!("--insecure-http: serving plain HTTP; kube-apiserver will not call this, and requests travel unencrypted");
     }
