@@ -4,6 +4,7 @@
 #
 #   benches/load.sh                       # 3 alternating rounds of 5 s per scenario
 #   ROUNDS=5 DURATION=10 benches/load.sh  # longer, on a quiet machine
+#   GATEHOUSE=path/to/gatehouse benches/load.sh   # measure another build (say, of main)
 #
 # For each scenario it prints req/s, p50/p99 latency and server CPU per request (utime+stime
 # of the server process from /proc, all threads, divided by the requests answered) for both
@@ -33,6 +34,7 @@ echo "building release binaries" >&2
 cargo build --release --quiet --bin gatehouse \
     --example floor --example github_mock --example handshakes
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+GATEHOUSE=${GATEHOUSE:-$BIN/gatehouse}
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-load.XXXXXX")
 PIDS=()
@@ -85,7 +87,7 @@ EOF
 declare -A GATEHOUSE_PID GATEHOUSE_ADDR
 start_gatehouse() {
     local name=$1 config=$2
-    TMPDIR=$RUN "$BIN/gatehouse" serve --config "$config" --listen 127.0.0.1:0 \
+    TMPDIR=$RUN "$GATEHOUSE" serve --config "$config" --listen 127.0.0.1:0 \
         --tls-cert "$RUN/tls.crt" --tls-key "$RUN/tls.key" --log-format json \
         >"$RUN/gatehouse-$name.log" 2>&1 &
     PIDS+=($!)
