@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::future::Future;
 use std::io::{self, Write};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use common::{Proto, TestServer, BOTH};
@@ -82,15 +84,45 @@ fn output() -> &'static Output {
     })
 }
 
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One test at a time: they share the process-wide log.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Runs `test` on its own runtime and thread, one test at a time, and fails (rather than hangs)
+/// if it does not finish in [`WAIT`]: a log that blocked its callers would block the server's
+/// worker threads, and with them any time-out inside the runtime.
+fn serially(test: impl Future<Output = ()> + Send + 'static) {
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(test);
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(WAIT) {
+        Ok(()) => {}
+        Err(RecvTimeoutError::Timeout) => {
+            // Let the other test run on an output that writes again.
+            output().set_closed(false);
+            panic!("requests waited for the log output")
+        }
+        Err(RecvTimeoutError::Disconnected) => panic!("the test failed (its panic is above)"),
+    }
+}
 
 fn access_lines(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines.iter().filter(|l| l["message"] == "request").collect()
 }
 
-#[tokio::test]
-async fn one_json_line_per_request_in_order_on_both_protocols() {
-    let _turn = TURN.lock().await;
+#[test]
+fn one_json_line_per_request_in_order_on_both_protocols() {
+    serially(in_order());
+}
+
+async fn in_order() {
     let output = output();
     let server = TestServer::start("").await;
     logging::flush();
@@ -144,9 +176,12 @@ async fn one_json_line_per_request_in_order_on_both_protocols() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_stalled_log_output_never_holds_up_an_answer() {
-    let _turn = TURN.lock().await;
+#[test]
+fn a_stalled_log_output_never_holds_up_an_answer() {
+    serially(stalled());
+}
+
+async fn stalled() {
     let output = output();
     let server = TestServer::start("").await;
     logging::flush();
@@ -164,9 +199,7 @@ async fn a_stalled_log_output_never_holds_up_an_answer() {
             }
         };
         // ~50 KB of lines against an 8 KiB buffer and an output that takes nothing.
-        tokio::time::timeout(WAIT, requests)
-            .await
-            .expect("requests waited for the log output");
+        requests.await;
     }
     let dropped = logging::dropped_lines() - dropped_before;
     assert!(dropped > 0, "the bound was reached");
