@@ -42,7 +42,8 @@ async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
     };
     args.apply(&mut config);
     let format = config.log.format;
-    gatehouse::logging::init(format);
+    // Dropped on every exit path: writes the buffered log lines out.
+    let _log = gatehouse::logging::init(format);
     if args.insecure_http {
         tracing::warn!("--insecure-http: serving plain HTTP; kube-apiserver will not call this, and requests travel unencrypted");
     }
@@ -101,8 +102,9 @@ fn announce(bound: &gatehouse::server::Bound, format: LogFormat, insecure_http: 
 fn fatal(format: LogFormat, error: &dyn std::fmt::Display) -> ExitCode {
     match format {
         LogFormat::Json => {
-            // A no-op when logging is already set up.
-            gatehouse::logging::init(format);
+            // Inert when logging is already set up; otherwise dropped at the end of this arm,
+            // which writes the line out.
+            let _log = gatehouse::logging::init(format);
             tracing::error!(error = %error, "gatehouse cannot start");
         }
         LogFormat::Text => eprintln!("gatehouse: {error}"),
