@@ -12,6 +12,7 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod config_error;
 pub mod error;
 pub mod files;
 pub mod gatekeeper;
