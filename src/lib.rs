@@ -25,6 +25,7 @@ pub mod mutation;
 pub mod pki;
 pub mod policy;
 pub mod reference;
+pub mod reload;
 pub mod review;
 pub mod router;
 pub mod server;

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
+    // First: from here on SIGHUP asks for a reload instead of ending the process.
+    let hangups = gatehouse::reload::Hangups::listen();
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
@@ -50,6 +52,14 @@ async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fatal(format, &e),
     };
+    let overrides = args.clone();
+    let reloader = gatehouse::reload::Reloader::new(
+        bound.current().clone(),
+        args.config.clone(),
+        std::sync::Arc::new(move |config: &mut Config| overrides.apply(config)),
+    );
+    // Ends with the runtime when serving has stopped.
+    tokio::spawn(reloader.run(hangups));
     announce(&bound, format, args.insecure_http);
     bound.serve(shutdown_signal()).await;
     tracing::info!("stopped");
