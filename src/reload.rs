@@ -36,8 +36,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Makes `app` the current App of a new holder.
-pub fn current(app: App) -> Arc<CurrentApp> {
-    Arc::new(ArcSwap::from_pointee(app))
+pub fn current(app: impl Into<Arc<App>>) -> Arc<CurrentApp> {
+    Arc::new(ArcSwap::new(app.into()))
 }
 
 /// The handlers, on whichever App is current when a request reaches them.
@@ -237,14 +237,14 @@ impl Hangups {
     pub fn listen() -> Self {
         #[cfg(unix)]
         {
-            let signal =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot handle SIGHUP; reload only on file change");
-                        None
-                    }
-                };
+            let signal = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot handle SIGHUP; reload only on file change");
+                    None
+                }
+            };
             Self { signal }
         }
         #[cfg(not(unix))]
@@ -406,7 +406,8 @@ mod tests {
     // The GitHub client is built inside the runtime (as on the reloader's blocking thread).
     #[tokio::test]
     async fn the_token_cache_survives_only_reloads_that_leave_github_alone() {
-        let github = "routes:\n  authenticate: true\nauthenticate:\n  github:\n    allowed_orgs: [acme]\n";
+        let github =
+            "routes:\n  authenticate: true\nauthenticate:\n  github:\n    allowed_orgs: [acme]\n";
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gatehouse.yaml");
         std::fs::write(&path, github).expect("write");

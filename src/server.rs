@@ -98,8 +98,12 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
 /// has them now (they are read at start only; a reload keeps them). `B` is the request body.
 pub fn service<B>(
     current: Arc<CurrentApp>,
-) -> impl tower::Service<http::Request<B>, Response = Response, Error = std::convert::Infallible, Future: Send>
-       + Clone
+) -> impl tower::Service<
+    http::Request<B>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
        + Send
        + 'static
 where

@@ -95,7 +95,10 @@ impl Gatehouse {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.lines.recv_timeout(left).unwrap_or_else(|e| {
-                panic!("no {what} within {WAIT:?} ({e}); events: {:#?}", self.events)
+                panic!(
+                    "no {what} within {WAIT:?} ({e}); events: {:#?}",
+                    self.events
+                )
             });
             let event: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
@@ -194,7 +197,10 @@ async fn a_configmap_symlink_swap_is_picked_up_without_a_signal() {
     configmap_write(dir.path(), 2, INTERNAL_ONLY);
     // The kubelet removes the old version once ..data points at the new one.
     std::fs::remove_dir_all(dir.path().join("..2026_11_30_05_00_01.1")).expect("remove old");
-    server.wait_for("a reload on the file change", event(RELOADED, "file change"));
+    server.wait_for(
+        "a reload on the file change",
+        event(RELOADED, "file change"),
+    );
     assert!(!server.allowed(PUBLIC).await, "the new policy decides");
     assert!(server.allowed(INTERNAL).await);
 }
@@ -218,7 +224,10 @@ async fn a_bad_file_is_refused_and_the_old_config_keeps_deciding() {
             .is_some_and(|m| m.contains("gatehouse.yaml")),
         "{refused}"
     );
-    assert!(!server.allowed(PUBLIC).await, "the old policy still decides");
+    assert!(
+        !server.allowed(PUBLIC).await,
+        "the old policy still decides"
+    );
     assert!(server.allowed(INTERNAL).await);
 
     // YAML, but a policy that does not compile (an invalid name). The events so far are
@@ -237,7 +246,10 @@ async fn a_bad_file_is_refused_and_the_old_config_keeps_deciding() {
             .is_some_and(|m| m.contains("policies")),
         "{refused}"
     );
-    assert!(!server.allowed(PUBLIC).await, "the old policy still decides");
+    assert!(
+        !server.allowed(PUBLIC).await,
+        "the old policy still decides"
+    );
     assert!(server.allowed(INTERNAL).await);
 }
 
@@ -280,6 +292,9 @@ async fn settings_needing_a_restart_are_named_and_keep_their_running_values() {
     let mut client = Client::connect(server.addr, &server.ca_pem, Proto::Http1).await;
     let body = pod_review("admission.k8s.io/v1", "u2", "default", &big);
     assert!(body.len() > 1024);
-    assert_eq!(client.post_json("/validate", body.clone()).await.status, 200);
+    assert_eq!(
+        client.post_json("/validate", body.clone()).await.status,
+        200
+    );
     assert_eq!(client.post_json("/mutate", body).await.status, 404);
 }
