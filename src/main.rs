@@ -32,8 +32,6 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
-    // First: from here on SIGHUP asks for a reload instead of ending the process.
-    let hangups = gatehouse::reload::Hangups::listen();
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
@@ -45,6 +43,8 @@ async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
     args.apply(&mut config);
     let format = config.log.format;
     gatehouse::logging::init(format);
+    // Before the App is built: from here on SIGHUP asks for a reload instead of ending the process.
+    let hangups = gatehouse::reload::Hangups::listen();
     if args.insecure_http {
         tracing::warn!("--insecure-http: serving plain HTTP; kube-apiserver will not call this, and requests travel unencrypted");
     }
