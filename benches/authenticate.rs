@@ -59,7 +59,8 @@ fn benches(c: &mut Criterion) {
     let body = format!(
         r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{TOKEN}"}}}}"#
     );
-    let service = gatehouse::stack::build::<Full<Bytes>>(app.clone());
+    let service =
+        gatehouse::server::service::<Full<Bytes>>(gatehouse::reload::current(app.clone()));
     let body = Bytes::from(body);
     group.bench_function("stack_cached", |b| {
         b.to_async(&runtime).iter(|| {

@@ -53,7 +53,8 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let service = gatehouse::stack::build::<Full<Bytes>>(app.clone());
+    let service =
+        gatehouse::server::service::<Full<Bytes>>(gatehouse::reload::current(app.clone()));
     group.bench_function("stack_cached", |b| {
         b.to_async(&runtime).iter(|| {
             let request = http::Request::post("/validate?timeout=10s")

@@ -102,7 +102,8 @@ fn round_trip(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let service = gatehouse::stack::build::<Full<Bytes>>(app.clone());
+    let service =
+        gatehouse::server::service::<Full<Bytes>>(gatehouse::reload::current(app.clone()));
     let update = pod_update();
     let mut group = c.benchmark_group("validate");
     for (name, body) in [("create", POD.to_vec()), ("update_with_old_object", update)] {

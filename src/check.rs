@@ -10,7 +10,6 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -80,7 +79,7 @@ pub async fn run(args: &CheckArgs, out: &mut dyn Write) -> Result<Summary, Check
     config.routes.mutate |= !config.mutations.is_empty();
     let checker = Checker {
         mutate: config.routes.mutate,
-        service: crate::stack::build::<Full<Bytes>>(Arc::new(App::new(config)?)),
+        service: crate::server::service::<Full<Bytes>>(crate::reload::current(App::new(config)?)),
         namespace,
     };
 

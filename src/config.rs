@@ -16,44 +16,7 @@ use crate::mutation::MutationConfig;
 use crate::policy::config::{BreakGlassConfig, PolicyConfig};
 use crate::units::{ByteSize, HumanDuration};
 
-/// Why a configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The YAML did not match the schema (unknown key, wrong type, bad unit).
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file, or `<embedded>` for the defaults.
-        path: String,
-        /// The key, what it expects, line, column and a snippet.
-        message: String,
-    },
-    /// A value parsed but makes no sense (e.g. a cert without a key).
-    #[error("config: {key}: {message}")]
-    Invalid {
-        /// The offending key, dotted (`tls.key`).
-        key: String,
-        /// What to fix.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// An invalid value at `key`.
-    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::config_error::ConfigError;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -120,7 +83,7 @@ impl Default for Config {
 }
 
 /// `tls:`: PEM files; with neither, gatehouse generates a certificate at start.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Certificate chain (PEM), leaf first.
@@ -132,7 +95,7 @@ pub struct TlsConfig {
 }
 
 /// `limits:`: bounds on what one request may cost.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body accepted; larger answers 413.
@@ -179,7 +142,7 @@ impl Default for Limits {
 }
 
 /// `log:`: output format.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` or `json`.
@@ -198,7 +161,7 @@ pub enum LogFormat {
 }
 
 /// `routes:`: one switch per webhook.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Routes {
     /// `POST /authenticate` (TokenReview).

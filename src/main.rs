@@ -44,6 +44,8 @@ async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
     let format = config.log.format;
     // Dropped on every exit path: writes the buffered log lines out.
     let _log = gatehouse::logging::init(format);
+    // Before the App is built: from here on SIGHUP asks for a reload instead of ending the process.
+    let hangups = gatehouse::reload::Hangups::listen();
     if args.insecure_http {
         tracing::warn!("--insecure-http: serving plain HTTP; kube-apiserver will not call this, and requests travel unencrypted");
     }
@@ -51,6 +53,14 @@ async fn serve(args: gatehouse::cli::ServeArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fatal(format, &e),
     };
+    let overrides = args.clone();
+    let reloader = gatehouse::reload::Reloader::new(
+        bound.current().clone(),
+        args.config.clone(),
+        std::sync::Arc::new(move |config: &mut Config| overrides.apply(config)),
+    );
+    // Ends with the runtime when serving has stopped.
+    tokio::spawn(reloader.run(hangups));
     announce(&bound, format, args.insecure_http);
     bound.serve(shutdown_signal()).await;
     tracing::info!("stopped");

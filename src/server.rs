@@ -10,8 +10,11 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::certs;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, Limits, Routes};
+use crate::config_error::ConfigError;
+use crate::error::Response;
 use crate::listener::{self, ListenerOptions};
+use crate::reload::{CurrentApp, CurrentHandlers};
 use crate::tls::{self, TlsError};
 
 /// Why gatehouse could not start serving.
@@ -36,7 +39,7 @@ pub enum ServeError {
 /// A server bound to its socket, ready to serve.
 #[derive(Debug)]
 pub struct Bound {
-    app: Arc<App>,
+    current: Arc<CurrentApp>,
     listener: TcpListener,
     options: ListenerOptions,
     local_addr: SocketAddr,
@@ -81,14 +84,35 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
             + config.limits.send_timeout.0
             + Duration::from_secs(1),
     };
-    let app = Arc::new(App::new(config)?);
+    let current = crate::reload::current(App::new(config)?);
     Ok(Bound {
-        app,
+        current,
         listener,
         options,
         local_addr,
         generated_ca,
     })
+}
+
+/// The stack around the handlers of the current App: limits and routes as the App in `current`
+/// has them now (they are read at start only; a reload keeps them). `B` is the request body.
+pub fn service<B>(
+    current: Arc<CurrentApp>,
+) -> impl tower::Service<
+    http::Request<B>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
+       + Send
+       + 'static
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let app = current.load();
+    let (limits, routes): (&Limits, &Routes) = (&app.config.limits, &app.config.routes);
+    crate::stack::build(limits, routes, CurrentHandlers::new(current.clone()))
 }
 
 /// Names for a generated certificate: localhost, loopback, and the listen address if specific.
@@ -113,9 +137,14 @@ impl Bound {
         self.generated_ca.as_deref()
     }
 
-    /// The shared state.
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
+    /// The App serving new requests now.
+    pub fn app(&self) -> Arc<App> {
+        self.current.load_full()
+    }
+
+    /// Where the current App is held, for the reloader.
+    pub fn current(&self) -> &Arc<CurrentApp> {
+        &self.current
     }
 
     /// Where it listens and what to trust, for the operator.
@@ -138,12 +167,13 @@ impl Bound {
 
     /// Serves until `shutdown` resolves, then drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let app = self.app.clone();
-        let service = crate::stack::build(self.app);
+        let current = self.current.clone();
+        let service = service(self.current);
         let drain = async move {
             shutdown.await;
-            // Readiness goes first, so anything still routing to us sees 503 and moves on.
-            app.set_draining();
+            // Readiness goes first, so anything still routing to us sees 503 and moves on. The
+            // flag is shared by every App a reload builds.
+            current.load().set_draining();
         };
         listener::serve(self.listener, service, self.options, drain).await;
     }

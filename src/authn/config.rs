@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use crate::units::HumanDuration;
 
 /// Kubernetes reserves this prefix for its own users and groups (`system:masters` is cluster-admin).
 pub const RESERVED_PREFIX: &str = "system:";
 
 /// `authenticate:`: the `/authenticate` route (TokenReview).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthenticateConfig {
     /// GitHub as the identity provider.
@@ -20,7 +20,7 @@ pub struct AuthenticateConfig {
 }
 
 /// `authenticate.github:`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GithubConfig {
     /// REST API base URL: `https://api.github.com/`, or `https://HOST/api/v3/` for GitHub Enterprise.

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use super::config::GithubConfig;
 use super::Refusal;
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// GitHub's longest login; Enterprise Managed Users' `_shortcode` suffix counts towards it.
 pub const MAX_LOGIN_LEN: usize = 39;

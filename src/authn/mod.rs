@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 pub use config::{AuthenticateConfig, GithubConfig, GroupsMode};
 pub use github::GithubError;
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use config::{is_reserved, is_visible_ascii};
 use github::{Credential, Github, GithubUser};
 

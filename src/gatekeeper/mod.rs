@@ -62,10 +62,13 @@ impl Default for GatekeeperConfig {
 
 impl GatekeeperConfig {
     /// A time limit must exist and leave the request time to answer.
-    pub fn validate(&self, request_timeout: Duration) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(
+        &self,
+        request_timeout: Duration,
+    ) -> Result<(), crate::config_error::ConfigError> {
         let t = self.eval_timeout.0;
         if t.is_zero() || t >= request_timeout {
-            return Err(crate::config::ConfigError::invalid(
+            return Err(crate::config_error::ConfigError::invalid(
                 "gatekeeper.eval_timeout",
                 format!("must be greater than 0 and less than limits.request_timeout ({request_timeout:?})"),
             ));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use crate::labels::{check_label_value, check_qualified_name};
 use crate::matching::{Match, OperationName};
 use crate::reference::{ImageRef, RefPattern};

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Deserializer};
 
 use super::{Enforcement, LabelRule, Policies, Policy};
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use crate::matching::{glob_match, Match};
 use crate::reference::RefPattern;
 

@@ -2,7 +2,9 @@
 //! access log → catch panic → deadline → route → in-flight cap → content type → body limit →
 //! handlers.
 //!
-//! Each hand-written layer is one `Layer` + `Service` pair in a file named after it.
+//! Each hand-written layer is one `Layer` + `Service` pair in a file named after it. The
+//! handlers are given by the caller (`server.rs` composes them), so the stack knows nothing of
+//! the routes' work.
 
 mod access_log;
 mod body;
@@ -14,7 +16,6 @@ mod in_flight;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -27,15 +28,17 @@ pub use content_type::{ContentType, ContentTypeLayer};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use in_flight::{InFlight, InFlightLayer, Permitted};
 
-use crate::app::App;
+use crate::config::{Limits, Routes};
 use crate::error::{Rejection, Response};
-use crate::handlers::Handlers;
 use crate::router::RouteLayer;
 
-/// Builds the whole stack around the handlers. `B` is the request body (hyper's `Incoming` on
-/// the socket, anything that yields `Bytes` in tests).
-pub fn build<B>(
-    app: Arc<App>,
+/// Builds the whole stack around `handlers`, which take the collected body and find the
+/// resolved route in the request's extensions. `B` is the request body (hyper's `Incoming` on
+/// the socket, anything that yields `Bytes` in tests). Limits and routes are read here, once.
+pub fn build<B, H>(
+    limits: &Limits,
+    routes: &Routes,
+    handlers: H,
 ) -> impl tower::Service<http::Request<B>, Response = Response, Error = Infallible, Future: Send>
        + Clone
        + Send
@@ -43,17 +46,21 @@ pub fn build<B>(
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    H: tower::Service<http::Request<Bytes>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    H::Future: Send,
 {
-    let limits = &app.config.limits;
     ServiceBuilder::new()
         .layer(AccessLogLayer)
         .layer(CatchPanicLayer)
         .layer(DeadlineLayer::new(limits.request_timeout.0))
-        .layer(RouteLayer::new(app.config.routes.clone()))
+        .layer(RouteLayer::new(routes.clone()))
         .layer(InFlightLayer::new(limits.max_in_flight))
         .layer(ContentTypeLayer::new(limits.max_body.0))
         .layer(CollectBodyLayer::new(limits.max_body.0))
-        .service(Handlers::new(app))
+        .service(handlers)
 }
 
 pin_project_lite::pin_project! {
