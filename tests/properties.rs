@@ -126,7 +126,11 @@ fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                pointers(v, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+                pointers(
+                    v,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
             }
         }
         Value::Array(items) => {
@@ -183,10 +187,14 @@ fn review_of_kind(pick: usize) -> Value {
     let template = json!({"metadata": pod["metadata"], "spec": pod["spec"]});
     let object = match kind {
         "Pod" => pod,
-        "Deployment" | "Job" => json!({"kind": kind, "metadata": {"name": "w"}, "spec": {"template": template}}),
+        "Deployment" | "Job" => {
+            json!({"kind": kind, "metadata": {"name": "w"}, "spec": {"template": template}})
+        }
         "CronJob" => json!({"kind": kind, "metadata": {"name": "c"},
                             "spec": {"jobTemplate": {"spec": {"template": template}}}}),
-        _ => json!({"kind": kind, "metadata": pod["metadata"], "spec": {"containers": "not a list"}}),
+        _ => {
+            json!({"kind": kind, "metadata": pod["metadata"], "spec": {"containers": "not a list"}})
+        }
     };
     review["request"]["object"] = object;
     review["request"]["kind"] = json!({"group": group, "version": "v1", "kind": kind});
@@ -252,7 +260,9 @@ fn reference_like() -> impl Strategy<Value = String> {
         "@[a-z0-9+._-]{1,10}:[a-zA-Z0-9=_-]{0,40}",
     ];
     (domain, path, -6isize..6, tag, digest).prop_map(|(d, p, near, t, g)| {
-        let p = p.unwrap_or_else(|| "a".repeat(255usize.saturating_sub(d.len()).saturating_add_signed(near)));
+        let p = p.unwrap_or_else(|| {
+            "a".repeat(255usize.saturating_sub(d.len()).saturating_add_signed(near))
+        });
         format!("{d}{p}{t}{g}")
     })
 }
@@ -270,24 +280,112 @@ fn pattern_like() -> impl Strategy<Value = String> {
 /// aliases, tags, block scalars, flow collections.
 fn yaml_like() -> impl Strategy<Value = String> {
     let key = proptest::sample::select(vec![
-        "listen", "tls", "cert", "key", "client_ca", "limits", "max_body", "request_timeout",
-        "handshake_timeout", "idle_timeout", "max_connections", "log", "format", "routes",
-        "authenticate", "image_policy", "validate", "mutate", "break_glass", "value", "policies",
-        "- name", "name", "enforcement", "match", "namespaces", "exclude_namespaces", "kinds",
-        "operations", "images", "deny_latest", "allowed_registries", "require_digest", "denied",
-        "labels", "required", "cache", "allow_ttl", "deny_ttl", "max_entries", "mutations",
-        "add_labels", "add_annotations", "overwrite", "rewrite_registries", "image_pull_policy",
-        "github", "allowed_orgs", "api_url", "timeout", "docker.io", "<<", "? complex",
+        "listen",
+        "tls",
+        "cert",
+        "key",
+        "client_ca",
+        "limits",
+        "max_body",
+        "request_timeout",
+        "handshake_timeout",
+        "idle_timeout",
+        "max_connections",
+        "log",
+        "format",
+        "routes",
+        "authenticate",
+        "image_policy",
+        "validate",
+        "mutate",
+        "break_glass",
+        "value",
+        "policies",
+        "- name",
+        "name",
+        "enforcement",
+        "match",
+        "namespaces",
+        "exclude_namespaces",
+        "kinds",
+        "operations",
+        "images",
+        "deny_latest",
+        "allowed_registries",
+        "require_digest",
+        "denied",
+        "labels",
+        "required",
+        "cache",
+        "allow_ttl",
+        "deny_ttl",
+        "max_entries",
+        "mutations",
+        "add_labels",
+        "add_annotations",
+        "overwrite",
+        "rewrite_registries",
+        "image_pull_policy",
+        "github",
+        "allowed_orgs",
+        "api_url",
+        "timeout",
+        "docker.io",
+        "<<",
+        "? complex",
     ]);
     let value = prop_oneof![
         proptest::sample::select(vec![
-            "", "~", "null", "[]", "{}", "true", "yes", "1e999", "-1", "0", "0x10", "0o7",
-            "18446744073709551616", "-9223372036854775809", "4MiB", "0B", "99999999999EiB",
-            "9s", "0s", "1h30m", "99999999999999999999h", "1.5s", "-5s", "&a [x, y]", "*a",
-            "*undefined", "!!binary aGk=", "!!str 1", "!custom x", "'quoted ''x'''",
-            "\"\\u0000\\ud800\"", "|", ">-", "- x", "[a, [b, [c]]]", "{a: 1, a: 2}",
-            "registry.my.com", "docker.io/*", "REGISTRY:0/x", "127.0.0.1:8443", "[::1]:0",
-            "Always", "deny", "warn", "\"*\"", "\t", "#", "%YAML 1.2", "---", "...",
+            "",
+            "~",
+            "null",
+            "[]",
+            "{}",
+            "true",
+            "yes",
+            "1e999",
+            "-1",
+            "0",
+            "0x10",
+            "0o7",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "4MiB",
+            "0B",
+            "99999999999EiB",
+            "9s",
+            "0s",
+            "1h30m",
+            "99999999999999999999h",
+            "1.5s",
+            "-5s",
+            "&a [x, y]",
+            "*a",
+            "*undefined",
+            "!!binary aGk=",
+            "!!str 1",
+            "!custom x",
+            "'quoted ''x'''",
+            "\"\\u0000\\ud800\"",
+            "|",
+            ">-",
+            "- x",
+            "[a, [b, [c]]]",
+            "{a: 1, a: 2}",
+            "registry.my.com",
+            "docker.io/*",
+            "REGISTRY:0/x",
+            "127.0.0.1:8443",
+            "[::1]:0",
+            "Always",
+            "deny",
+            "warn",
+            "\"*\"",
+            "\t",
+            "#",
+            "%YAML 1.2",
+            "---",
+            "...",
         ])
         .prop_map(str::to_owned),
         any::<String>(),

@@ -95,7 +95,10 @@ pub fn admission_review(data: &[u8]) {
         Ok(Decoded::Projected(admission)) => admission,
         Ok(Decoded::Malformed { error, .. }) => {
             assert!(
-                matches!(error, DecodeError::Object { .. } | DecodeError::Missing { .. }),
+                matches!(
+                    error,
+                    DecodeError::Object { .. } | DecodeError::Missing { .. }
+                ),
                 "a malformed object is reported as such, got {error:?}"
             );
             return;
@@ -104,7 +107,11 @@ pub fn admission_review(data: &[u8]) {
     };
     let request = &admission.request;
     if let Some(object) = &request.object {
-        for location in [PodLocation::Pod, PodLocation::Template, PodLocation::JobTemplate] {
+        for location in [
+            PodLocation::Pod,
+            PodLocation::Template,
+            PodLocation::JobTemplate,
+        ] {
             if let Some(spec) = object.pod(location).spec {
                 for (_, _, container) in spec.containers() {
                     std::hint::black_box(container);
@@ -152,7 +159,11 @@ pub fn image_review(data: &[u8]) {
             .flat_map(|s| s.containers.iter().map(|c| c.image.to_string()))
             .collect()
     };
-    assert_eq!(images(&review), images(&back), "images survive a round trip");
+    assert_eq!(
+        images(&review),
+        images(&back),
+        "images survive a round trip"
+    );
 }
 
 /// TokenReview: decoding never panics, and an error never carries the body's text (it may hold
@@ -161,7 +172,11 @@ pub fn token_review(data: &[u8]) {
     match decode_redacted::<TokenReview<'_>>("TokenReview", data) {
         Ok(review) => {
             if let Some(spec) = &review.spec {
-                assert_eq!(format!("{:?}", spec.token), "<redacted>", "Debug shows the token");
+                assert_eq!(
+                    format!("{:?}", spec.token),
+                    "<redacted>",
+                    "Debug shows the token"
+                );
             }
         }
         Err(error) => assert!(
