@@ -21,7 +21,6 @@ use gatehouse::review::admission::{
     decode_admission, decode_review, encode_response, AdmissionResponse, Decoded, Operation,
 };
 use gatehouse::review::image::ImageReview;
-use gatehouse::review::object::PodLocation;
 use gatehouse::review::token::TokenReview;
 use gatehouse::review::{decode, decode_redacted, DecodeError};
 use serde_json::Value;
@@ -106,19 +105,7 @@ pub fn admission_review(data: &[u8]) {
         Err(_) => return,
     };
     let request = &admission.request;
-    if let Some(object) = &request.object {
-        for location in [
-            PodLocation::Pod,
-            PodLocation::Template,
-            PodLocation::JobTemplate,
-        ] {
-            if let Some(spec) = object.pod(location).spec {
-                for (_, _, container) in spec.containers() {
-                    std::hint::black_box(container);
-                }
-            }
-        }
-    }
+    // Reads the object's pod (or pod template) and every image in it, as /validate does.
     let subject = validate_subject(request);
     let decision = policies().decide(&subject);
     let judged = matches!(subject.operation, Operation::Create | Operation::Update);
