@@ -312,6 +312,9 @@ impl ImageRef {
         let library = domain == DEFAULT_DOMAIN && !path.contains('/');
         let prefix = if library { OFFICIAL_REPO_PREFIX } else { "" };
         let name_len = domain.len() + 1 + prefix.len() + path.len();
+        // The canonical name must be within the limit too, or it would not parse back to
+        // itself: a single-label host gains ":443" ("FOO/<250 chars>" is "foo:443/<250 chars>").
+        check_length(s, KIND, name_len)?;
 
         let tag_len = tag.map_or(0, |t| t.len() + 1);
         let digest_len = digest.map_or(0, |d| d.len() + 1);
@@ -1195,9 +1198,13 @@ mod tests {
             img(&at).name().len(),
             "docker.io/library/".len() + 255 - host.len()
         );
-        // "Foo/<path>" at 255 is accepted although "foo:443/<path>" is longer.
+        // "Foo/<path>" at 255 is refused: its canonical "foo:443/<path>" is longer, and the
+        // canonical form must parse back to itself.
         let foo = format!("Foo/{}", "a".repeat(251));
-        assert_eq!(img(&foo).name().len(), 259);
+        assert!(matches!(
+            err(&foo),
+            ReferenceError::NameTooLong { len: 259, .. }
+        ));
     }
 
     #[test]
