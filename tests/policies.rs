@@ -1338,3 +1338,59 @@ fn shutdown_during_a_max_body_review_finishes_it_and_stops() {
     });
     drop(one);
 }
+
+/// A label value by regular expression (anchored, linear time): judged on `/validate`, with the
+/// regex named in the message. Label rules never apply to an ImageReview, which carries no labels.
+#[tokio::test]
+async fn label_values_by_regex_on_validate_not_image_reviews() {
+    let yaml = r#"
+policies:
+  - name: owner-domain
+    labels:
+      required:
+        owner: {regex: "[a-z]+\\.agilebank\\.demo"}
+"#;
+    let server = TestServer::start(yaml).await;
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        for version in VERSIONS {
+            let with = |owner: &str| {
+                let object = labelled_pod(&["nginx:1.25"], json!({"owner": owner}), json!({}));
+                review(version, "rx", ("", "Pod"), "default", "CREATE", object)
+            };
+            let v = validate(&mut client, version, "rx", with("app.agilebank.demo")).await;
+            assert!(v.allowed, "{}", v.message);
+            // Anchored: a prefix or suffix around a match is not a match.
+            for bad in [
+                "evil-app.agilebank.demo.x",
+                "x.agilebank.demo-x",
+                "App.agilebank.demo",
+            ] {
+                let v = validate(&mut client, version, "rx", with(bad)).await;
+                assert!(!v.allowed, "{bad}");
+                assert_eq!(
+                    v.message,
+                    format!(
+                        "Pod must have label \"owner\" with a value matching regex \
+                         \"[a-z]+\\\\.agilebank\\\\.demo\"; it has {bad:?} (policy \"owner-domain\")"
+                    )
+                );
+            }
+            let object = labelled_pod(&["nginx:1.25"], json!({}), json!({}));
+            let body = review(version, "rx", ("", "Pod"), "default", "CREATE", object);
+            let v = validate(&mut client, version, "rx", body).await;
+            assert!(
+                !v.allowed && v.message.contains("it has none"),
+                "{}",
+                v.message
+            );
+        }
+        // An ImageReview has no labels: the label rule does not judge it.
+        let (allowed, reason, _) = image_policy(
+            &mut client,
+            image_review("default", &["nginx:1.25"], json!({})),
+        )
+        .await;
+        assert!(allowed, "{reason}");
+    }
+}

@@ -56,8 +56,98 @@ pub struct ImageRulesConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LabelRulesConfig {
-    /// Label key → value glob (`*` any value, `?*` non-empty, or a literal/glob value).
-    pub required: BTreeMap<String, ValueGlob>,
+    /// Label key → value glob (`*` any value, `?*` non-empty, or a literal/glob value) or
+    /// `{regex: "..."}`.
+    pub required: BTreeMap<String, ValueMatch>,
+}
+
+/// What a required label's value must match: a glob, or `{regex: "..."}`.
+#[derive(Clone, Debug)]
+pub enum ValueMatch {
+    /// A glob, written as a plain string.
+    Glob(ValueGlob),
+    /// A regular expression, written as `{regex: "..."}`.
+    Regex(ValueRegex),
+}
+
+impl ValueMatch {
+    /// True when `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Glob(g) => g.matches(value),
+            Self::Regex(r) => r.matches(value),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ValueMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// `{regex: "..."}` as written.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RegexForm {
+            regex: String,
+        }
+        /// Either spelling; a plain string is a glob.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Glob(String),
+            Regex(RegexForm),
+        }
+        // Untagged enums swallow the inner error, so each form is validated after the split.
+        match Form::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a label value glob (a string) or {regex: \"...\"}")
+        })? {
+            Form::Glob(s) => ValueGlob::parse(s)
+                .map(Self::Glob)
+                .map_err(serde::de::Error::custom),
+            Form::Regex(r) => ValueRegex::new(&r.regex)
+                .map(Self::Regex)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A regular expression over a whole label value (anchored at both ends; the `regex` crate
+/// matches in linear time, so no pattern can stall a request).
+#[derive(Clone, Debug)]
+pub struct ValueRegex {
+    /// As written, for messages.
+    source: String,
+    /// Compiled as `^(?:source)$`.
+    regex: regex::Regex,
+}
+
+/// Bounds a pattern's compiled size: label values are at most 63 characters, so a larger program
+/// is a mistake, and an unbounded one costs memory at load.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl ValueRegex {
+    /// Compiles `source`, anchored.
+    pub fn new(source: &str) -> Result<Self, String> {
+        if source.is_empty() {
+            return Err("regex must not be empty (use \"*\" for any value)".to_owned());
+        }
+        let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| format!("regex {source:?} does not compile: {e}"))?;
+        Ok(Self {
+            source: source.to_owned(),
+            regex,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the whole of `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
 }
 
 /// A glob over a label value: `*` any run, `?` one character.
@@ -66,7 +156,13 @@ pub struct ValueGlob(pub String);
 
 impl<'de> Deserialize<'de> for ValueGlob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        Self::parse(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl ValueGlob {
+    /// Checks a glob as written.
+    pub fn parse(s: String) -> Result<Self, String> {
         // Label values: up to 63 of [A-Za-z0-9._-], plus the glob characters.
         let ok = s.len() <= 63
             && s.bytes().all(|b| {
@@ -75,9 +171,9 @@ impl<'de> Deserialize<'de> for ValueGlob {
         if ok {
             Ok(Self(s))
         } else {
-            Err(serde::de::Error::custom(format!(
+            Err(format!(
                 "{s:?} is not a label value or glob (up to 63 of A-Z a-z 0-9 . _ - plus * and ?)"
-            )))
+            ))
         }
     }
 }
@@ -203,5 +299,48 @@ mod tests {
         assert!(!valid_name("Bad"));
         assert!(!valid_name("-x"));
         assert!(!valid_name(&"a".repeat(57)));
+    }
+
+    fn load(yaml: &str) -> Result<Policies, String> {
+        let config = crate::config::Config::from_yaml(yaml, "x.yaml").map_err(|e| e.to_string())?;
+        compile(&config.policies, config.break_glass.as_ref()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn regex_values_are_anchored_and_linear() {
+        let r = ValueRegex::new(r"[a-z]+\.agilebank\.demo").unwrap();
+        assert!(r.matches("app.agilebank.demo"));
+        // Anchored at both ends, even when the pattern is not.
+        assert!(!r.matches("evil-app.agilebank.demo.x"));
+        assert!(!r.matches("APP.agilebank.demo"));
+        // An alternation stays inside the anchors.
+        let r = ValueRegex::new("a|b").unwrap();
+        assert!(r.matches("a") && r.matches("b") && !r.matches("ab") && !r.matches("xa"));
+        // No backtracking: a pattern that stalls a backtracking engine answers at once.
+        let r = ValueRegex::new("(a+)+b").unwrap();
+        assert!(!r.matches(&"a".repeat(63)));
+        // Look-around and back-references are not in the regex crate's language: refused.
+        assert!(ValueRegex::new("(a)\\1").is_err());
+        assert!(ValueRegex::new("").is_err());
+    }
+
+    #[test]
+    fn bad_regexes_are_refused_at_load_naming_key_line_and_regex() {
+        let yaml = "policies:\n  - name: a\n    labels:\n      required:\n        team: x\n        owner: {regex: \"[a-z\"}\n";
+        let message = load(yaml).unwrap_err();
+        assert!(message.contains("labels.required.owner"), "{message}");
+        assert!(message.contains("line 6"), "{message}");
+        assert!(message.contains("regex \"[a-z\""), "{message}");
+        let yaml = "policies:\n  - name: a\n    labels:\n      required:\n        owner: {regexp: \"x\"}\n";
+        let message = load(yaml).unwrap_err();
+        assert!(message.contains("labels.required.owner"), "{message}");
+        assert!(message.contains("{regex:"), "{message}");
+        let ok = "policies:\n  - name: a\n    labels:\n      required:\n        owner: {regex: \"^[a-z]+\\\\.agilebank\\\\.demo$\"}\n        team: \"?*\"\n";
+        let policies = load(ok).unwrap();
+        let rules = &policies.policies()[0].labels;
+        assert!(
+            matches!(rules[0].value, ValueMatch::Regex(ref r) if r.matches("app.agilebank.demo"))
+        );
+        assert!(matches!(rules[1].value, ValueMatch::Glob(ref g) if g.0 == "?*"));
     }
 }

@@ -22,7 +22,7 @@ use crate::review::admission::Operation;
 use crate::review::messages::{self, counted, MessageList};
 use crate::review::object::ImageSource;
 use crate::review::StrMap;
-use config::ValueGlob;
+use config::ValueMatch;
 
 /// The seed's (kube-image-bouncer's) message, kept verbatim: users search for it.
 pub const LATEST_MESSAGE: &str = "Images using latest tag are not allowed";
@@ -140,7 +140,7 @@ pub struct LabelRule {
     /// The label key.
     pub key: String,
     /// The value it must match.
-    pub value: ValueGlob,
+    pub value: ValueMatch,
 }
 
 /// One compiled policy.
@@ -254,11 +254,16 @@ impl Policy {
                 continue;
             }
             out.push_with(|| {
-                let want = match rule.value.0.as_str() {
-                    "*" => String::new(),
-                    "?*" => " with a non-empty value".to_owned(),
-                    v if v.contains(['*', '?']) => format!(" with a value matching {v:?}"),
-                    v => format!("={v:?}"),
+                let want = match &rule.value {
+                    ValueMatch::Regex(r) => {
+                        format!(" with a value matching regex {:?}", r.as_str())
+                    }
+                    ValueMatch::Glob(g) => match g.0.as_str() {
+                        "*" => String::new(),
+                        "?*" => " with a non-empty value".to_owned(),
+                        v if v.contains(['*', '?']) => format!(" with a value matching {v:?}"),
+                        v => format!("={v:?}"),
+                    },
                 };
                 let got = match value {
                     None => "it has none".to_owned(),
