@@ -765,6 +765,8 @@ fn config_mistakes_stop_startup_naming_policy_and_key() {
         ("policies:\n  - name: a\n    labels:\n      required:\n        \"bad key!\": x\n", "bad key!"),
         ("break_glass:\n  value: \"\"\n", "break_glass.value"),
         ("policies:\n  - name: a\n    images:\n      denied: [docker.io/busybox]\n", "docker.io/library/busybox"),
+        ("policies:\n  - name: a\n    images:\n      deny_latest: true\n    exempt_images: [\"registry.k8s.io*\"]\n", "policies[0].exempt_images[0]: invalid image pattern \"registry.k8s.io*\""),
+        ("policies:\n  - name: a\n    labels:\n      required:\n        a: x\n    exempt_images: [ghcr.io/acme]\n", "policies[0] (\"a\").exempt_images"),
     ];
     for (yaml, needle) in cases {
         let message = load(yaml);
@@ -1392,5 +1394,105 @@ policies:
         )
         .await;
         assert!(allowed, "{reason}");
+    }
+}
+
+/// `exempt_images`: the images a policy does not judge, on both routes, matched on the
+/// normalised name: another spelling of an exempt image is exempt, a sibling path or a deeper
+/// repository is not, and another policy still judges the exempt image.
+#[tokio::test]
+async fn exempt_images_on_both_routes() {
+    let yaml = r#"
+policies:
+  - name: trusted
+    images:
+      allowed_registries: [registry.my.com]
+      deny_latest: true
+    exempt_images: ["registry.k8s.io/pause*", ghcr.io/acme]
+  - name: pinned-pause
+    match:
+      namespaces: [prod]
+    images:
+      deny_latest: true
+"#;
+    let server = TestServer::start(yaml).await;
+    let exempt = [
+        "registry.k8s.io/pause:3.9",
+        "registry.k8s.io/pause-amd64:3.9",
+        "REGISTRY.K8S.IO:443/pause:3.9",
+        "ghcr.io/acme/app:1",
+        "registry.my.com/app:1",
+    ];
+    let judged = [
+        "registry.k8s.io/pause/evil:1",
+        "registry.k8s.io:5000/pause:3.9",
+        "registry.k8s.io.evil.io/pause:3.9",
+        "ghcr.io/acme-evil/app:1",
+        "ghcr.io/acmeevil:1",
+    ];
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        for image in exempt {
+            let (allowed, reason, _) =
+                image_policy(&mut client, image_review("default", &[image], json!({}))).await;
+            assert!(allowed, "{image}: {reason}");
+            for version in VERSIONS {
+                let body = review(
+                    version,
+                    "ex",
+                    ("", "Pod"),
+                    "default",
+                    "CREATE",
+                    pod(&[image]),
+                );
+                let v = validate(&mut client, version, "ex", body).await;
+                assert!(v.allowed, "{image}: {}", v.message);
+            }
+        }
+        for image in judged {
+            let (allowed, reason, _) =
+                image_policy(&mut client, image_review("default", &[image], json!({}))).await;
+            assert!(!allowed, "{image}");
+            assert!(reason.contains("not from an allowed registry"), "{reason}");
+            for version in VERSIONS {
+                let body = review(
+                    version,
+                    "ex",
+                    ("", "Pod"),
+                    "default",
+                    "CREATE",
+                    pod(&[image]),
+                );
+                let v = validate(&mut client, version, "ex", body).await;
+                assert!(!v.allowed, "{image}");
+                assert!(v.message.contains("(policy \"trusted\")"), "{}", v.message);
+            }
+        }
+        // Exempt from "trusted" only: "pinned-pause" still refuses the untagged pause in prod.
+        let (allowed, reason, _) = image_policy(
+            &mut client,
+            image_review("prod", &["registry.k8s.io/pause"], json!({})),
+        )
+        .await;
+        assert!(!allowed);
+        assert!(
+            reason.contains("(policy \"pinned-pause\")") && !reason.contains("trusted"),
+            "{reason}"
+        );
+        let body = review(
+            V1,
+            "ex",
+            ("", "Pod"),
+            "prod",
+            "CREATE",
+            pod(&["registry.k8s.io/pause"]),
+        );
+        let v = validate(&mut client, V1, "ex", body).await;
+        assert!(!v.allowed);
+        assert!(
+            v.message.contains("(policy \"pinned-pause\")") && !v.message.contains("trusted"),
+            "{}",
+            v.message
+        );
     }
 }

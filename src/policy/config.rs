@@ -36,6 +36,23 @@ pub struct PolicyConfig {
     /// Label rules.
     #[serde(default)]
     pub labels: Option<LabelRulesConfig>,
+    /// Images this policy's image rules do not judge (Gatekeeper's `exemptImages`).
+    #[serde(default)]
+    pub exempt_images: Vec<ExemptImage>,
+}
+
+/// One `exempt_images` entry: a selector, or one ending in `*` that completes the last segment
+/// ([`RefPattern::parse_exemption`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExemptImage(pub RefPattern);
+
+impl<'de> Deserialize<'de> for ExemptImage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RefPattern::parse_exemption(&s)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// `images:` of a policy.
@@ -267,6 +284,12 @@ pub fn compile(
             || images.allowed_registries.is_some()
             || images.require_digest
             || !images.denied.is_empty();
+        if !checks_images && !c.exempt_images.is_empty() {
+            return Err(ConfigError::invalid(
+                at("exempt_images"),
+                "exempts images from image rules, but the policy has none",
+            ));
+        }
         if !checks_images && label_rules.is_empty() {
             return Err(ConfigError::invalid(
                 at("images"),
@@ -282,6 +305,7 @@ pub fn compile(
             require_digest: images.require_digest,
             denied: images.denied,
             labels: label_rules,
+            exempt_images: c.exempt_images.iter().map(|e| e.0.clone()).collect(),
         });
     }
     Ok(Policies::new(policies, break_glass))

@@ -162,6 +162,8 @@ pub struct Policy {
     pub denied: Vec<RefPattern>,
     /// Required labels.
     pub labels: Vec<LabelRule>,
+    /// Images the image rules do not judge.
+    pub exempt_images: Vec<RefPattern>,
 }
 
 impl Policy {
@@ -176,6 +178,7 @@ impl Policy {
             require_digest: false,
             denied: Vec::new(),
             labels: Vec::new(),
+            exempt_images: Vec::new(),
         }
     }
 
@@ -202,6 +205,11 @@ impl Policy {
                 return;
             }
         };
+        // Matched on the normalised name, so no other spelling of an exempt image is judged and
+        // no spelling of another image is exempt.
+        if self.exempt_images.iter().any(|p| p.matches(image)) {
+            return;
+        }
         if self.deny_latest && image.is_latest() {
             out.push_with(|| {
                 self.tag(format!(
