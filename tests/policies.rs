@@ -1496,3 +1496,162 @@ policies:
         );
     }
 }
+
+/// `labels.on`: a label rule reads a workload's pod template (`template`), its own labels
+/// (`object`, the default) or both, through the server with a Deployment and a CronJob. The
+/// cache key covers the template's labels, and on UPDATE each location is judged only when its
+/// labels changed.
+#[tokio::test]
+async fn label_rules_read_pod_templates_of_workloads() {
+    let yaml = r#"
+policies:
+  - name: pods-team
+    match:
+      namespaces: [tpl]
+    labels:
+      on: template
+      required:
+        team: "?*"
+  - name: both-owner
+    match:
+      namespaces: [both]
+    labels:
+      on: both
+      required:
+        owner: {regex: "[a-z]+"}
+  - name: object-app
+    match:
+      namespaces: [obj]
+    labels:
+      required:
+        app: "*"
+"#;
+    let server = TestServer::start(yaml).await;
+    let deployment = |own: Value, pods: Value| {
+        json!({"metadata": {"name": "d", "labels": own}, "spec": {"template": {
+            "metadata": {"labels": pods},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}}}})
+    };
+    let cronjob = |own: Value, pods: Value| {
+        json!({"metadata": {"name": "c", "labels": own}, "spec": {"schedule": "* * * * *",
+            "jobTemplate": {"spec": {"template": {"metadata": {"labels": pods},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}}}}}})
+    };
+    type Build = dyn Fn(Value, Value) -> Value;
+    let workloads: [(&str, (&str, &str), &Build); 2] = [
+        ("Deployment", ("apps", "Deployment"), &deployment),
+        ("CronJob", ("batch", "CronJob"), &cronjob),
+    ];
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        for (kind, gvk, build) in workloads {
+            for version in VERSIONS {
+                let mut send = async |ns: &str, op: &str, object: Value, old: Option<Value>| {
+                    let mut body: Value =
+                        serde_json::from_str(&review(version, "lt", gvk, ns, op, object))
+                            .expect("json");
+                    if let Some(old) = old {
+                        body["request"]["oldObject"] = old;
+                    }
+                    validate(&mut client, version, "lt", body.to_string()).await
+                };
+                // on: template. The object's own label does not satisfy the pods' rule; twice,
+                // so the second answer may come from the cache, which must not confuse the two.
+                for _ in 0..2 {
+                    let v = send(
+                        "tpl",
+                        "CREATE",
+                        build(json!({"team": "sre"}), json!({})),
+                        None,
+                    )
+                    .await;
+                    assert!(!v.allowed, "{kind}");
+                    assert_eq!(
+                        v.message,
+                        format!(
+                            "{kind} pod template must have label \"team\" with a non-empty \
+                             value; it has none (policy \"pods-team\")"
+                        )
+                    );
+                    // Same object labels, different template labels: a different cache entry.
+                    let v = send("tpl", "CREATE", build(json!({}), json!({})), None).await;
+                    assert!(!v.allowed, "{kind}");
+                    let v = send(
+                        "tpl",
+                        "CREATE",
+                        build(json!({}), json!({"team": "sre"})),
+                        None,
+                    )
+                    .await;
+                    assert!(v.allowed, "{kind}: {}", v.message);
+                }
+                // A template without metadata at all has no labels: refused.
+                let mut bare = build(json!({}), json!({}));
+                let template = if kind == "CronJob" {
+                    &mut bare["spec"]["jobTemplate"]["spec"]["template"]
+                } else {
+                    &mut bare["spec"]["template"]
+                };
+                template.as_object_mut().map(|t| t.remove("metadata"));
+                let v = send("tpl", "CREATE", bare, None).await;
+                assert!(!v.allowed && v.message.contains("it has none"), "{kind}");
+                // on: both: each location judged and named.
+                let v = send(
+                    "both",
+                    "CREATE",
+                    build(json!({}), json!({"owner": "Bad"})),
+                    None,
+                )
+                .await;
+                assert!(!v.allowed);
+                assert!(
+                    v.message
+                        .contains(&format!("{kind} must have label \"owner\""))
+                        && v.message.contains(&format!(
+                            "{kind} pod template must have label \"owner\" with a value \
+                             matching regex \"[a-z]+\"; it has \"Bad\""
+                        )),
+                    "{}",
+                    v.message
+                );
+                let ok = build(json!({"owner": "ops"}), json!({"owner": "ops"}));
+                let v = send("both", "CREATE", ok.clone(), None).await;
+                assert!(v.allowed, "{}", v.message);
+                // The default (object) does not read the template.
+                let v = send("obj", "CREATE", build(json!({"app": "x"}), json!({})), None).await;
+                assert!(v.allowed, "{}", v.message);
+                let v = send("obj", "CREATE", build(json!({}), json!({"app": "x"})), None).await;
+                assert!(!v.allowed && v.message.starts_with(&format!("{kind} must have")));
+                // UPDATE: a location whose labels did not change is not judged again; one that
+                // changed is.
+                let old = build(json!({"owner": "ops"}), json!({}));
+                let mut scaled = old.clone();
+                scaled["metadata"]["annotations"] = json!({"note": "scaled"});
+                let v = send("both", "UPDATE", scaled, Some(old.clone())).await;
+                assert!(v.allowed, "unchanged template labels: {}", v.message);
+                let v = send(
+                    "both",
+                    "UPDATE",
+                    build(json!({"owner": "ops"}), json!({"owner": "X"})),
+                    Some(old.clone()),
+                )
+                .await;
+                assert!(!v.allowed);
+                assert!(
+                    v.message.contains("pod template must have label")
+                        && !v.message.contains(&format!("{kind} must have label")),
+                    "{}",
+                    v.message
+                );
+                let v = send(
+                    "both",
+                    "UPDATE",
+                    ok.clone(),
+                    Some(build(json!({}), json!({"owner": "ops"}))),
+                )
+                .await;
+                assert!(v.allowed, "{}", v.message);
+            }
+        }
+    }
+}

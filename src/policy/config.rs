@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Deserializer};
 
-use super::{Enforcement, LabelRule, Policies, Policy};
+use super::{Enforcement, LabelRule, LabelsOn, Policies, Policy};
 use crate::config::ConfigError;
 use crate::matching::{glob_match, Match};
 use crate::reference::RefPattern;
@@ -76,6 +76,8 @@ pub struct LabelRulesConfig {
     /// Label key → value glob (`*` any value, `?*` non-empty, or a literal/glob value) or
     /// `{regex: "..."}`.
     pub required: BTreeMap<String, ValueMatch>,
+    /// Which labels: the object's (default), its pod template's, or both.
+    pub on: LabelsOn,
 }
 
 /// What a required label's value must match: a glob, or `{regex: "..."}`.
@@ -305,6 +307,7 @@ pub fn compile(
             require_digest: images.require_digest,
             denied: images.denied,
             labels: label_rules,
+            labels_on: labels.on,
             exempt_images: c.exempt_images.iter().map(|e| e.0.clone()).collect(),
         });
     }
