@@ -151,7 +151,17 @@ impl ValueRegex {
         let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map_err(|e| format!("regex {source:?} does not compile: {e}"))?;
+            .map_err(|e| {
+                // The crate's syntax errors draw the anchored form over several lines; the last
+                // line says what is wrong, which is enough next to the regex as written.
+                let e = e.to_string();
+                let why = e
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                format!("regex {source:?} does not compile: {why}")
+            })?;
         Ok(Self {
             source: source.to_owned(),
             regex,
@@ -357,7 +367,10 @@ mod tests {
         let message = load(yaml).unwrap_err();
         assert!(message.contains("labels.required.owner"), "{message}");
         assert!(message.contains("line 6"), "{message}");
-        assert!(message.contains("regex \"[a-z\""), "{message}");
+        assert!(
+            message.contains("regex \"[a-z\" does not compile: unclosed character class"),
+            "{message}"
+        );
         let yaml = "policies:\n  - name: a\n    labels:\n      required:\n        owner: {regexp: \"x\"}\n";
         let message = load(yaml).unwrap_err();
         assert!(message.contains("labels.required.owner"), "{message}");
