@@ -101,30 +101,56 @@ impl ValueMatch {
 
 impl<'de> Deserialize<'de> for ValueMatch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// `{regex: "..."}` as written.
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct RegexForm {
-            regex: String,
+        /// A plain scalar is a glob (unquoted numbers and booleans as before: `1`, `true`);
+        /// a map is `{regex: "..."}`.
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ValueMatch;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a label value glob (a string) or {regex: \"...\"}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ValueMatch, E> {
+                ValueGlob::parse(v.to_owned())
+                    .map(ValueMatch::Glob)
+                    .map_err(E::custom)
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ValueMatch, E> {
+                self.visit_str(if v { "true" } else { "false" })
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ValueMatch, E> {
+                self.visit_str(&v.to_string())
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ValueMatch, E> {
+                self.visit_str(&v.to_string())
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ValueMatch, A::Error> {
+                let mut regex = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "regex" || regex.is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "unexpected key {key:?}: expected {{regex: \"...\"}}"
+                        )));
+                    }
+                    regex = Some(map.next_value::<String>()?);
+                }
+                let regex = regex.ok_or_else(|| {
+                    serde::de::Error::custom("expected {regex: \"...\"}, found an empty map")
+                })?;
+                ValueRegex::new(&regex)
+                    .map(ValueMatch::Regex)
+                    .map_err(serde::de::Error::custom)
+            }
         }
-        /// Either spelling; a plain string is a glob.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Glob(String),
-            Regex(RegexForm),
-        }
-        // Untagged enums swallow the inner error, so each form is validated after the split.
-        match Form::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected a label value glob (a string) or {regex: \"...\"}")
-        })? {
-            Form::Glob(s) => ValueGlob::parse(s)
-                .map(Self::Glob)
-                .map_err(serde::de::Error::custom),
-            Form::Regex(r) => ValueRegex::new(&r.regex)
-                .map(Self::Regex)
-                .map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -361,6 +387,20 @@ mod tests {
         assert!(ValueRegex::new("").is_err());
     }
 
+    /// Unquoted numbers and booleans were globs before `{regex}` existed, and still are.
+    #[test]
+    fn unquoted_scalar_values_are_still_globs() {
+        let yaml =
+            "policies:\n  - name: a\n    labels:\n      required:\n        v: 1\n        w: true\n";
+        let policies = load(yaml).unwrap();
+        let rules = &policies.policies()[0].labels;
+        assert!(matches!(rules[0].value, ValueMatch::Glob(ref g) if g.0 == "1"));
+        assert!(matches!(rules[1].value, ValueMatch::Glob(ref g) if g.0 == "true"));
+        let yaml = "policies:\n  - name: a\n    labels:\n      required:\n        v: [x]\n";
+        let message = load(yaml).unwrap_err();
+        assert!(message.contains("labels.required.v"), "{message}");
+    }
+
     #[test]
     fn bad_regexes_are_refused_at_load_naming_key_line_and_regex() {
         let yaml = "policies:\n  - name: a\n    labels:\n      required:\n        team: x\n        owner: {regex: \"[a-z\"}\n";
@@ -374,7 +414,7 @@ mod tests {
         let yaml = "policies:\n  - name: a\n    labels:\n      required:\n        owner: {regexp: \"x\"}\n";
         let message = load(yaml).unwrap_err();
         assert!(message.contains("labels.required.owner"), "{message}");
-        assert!(message.contains("{regex:"), "{message}");
+        assert!(message.contains("regexp"), "{message}");
         let ok = "policies:\n  - name: a\n    labels:\n      required:\n        owner: {regex: \"^[a-z]+\\\\.agilebank\\\\.demo$\"}\n        team: \"?*\"\n";
         let policies = load(ok).unwrap();
         let rules = &policies.policies()[0].labels;
