@@ -236,6 +236,15 @@ pub enum ReferenceError {
         /// The whole pattern.
         input: String,
     },
+    /// An exemption's trailing `*` that does not complete a repository name segment.
+    #[error(
+        "invalid image pattern {input:?}: a trailing '*' completes the last segment of a \
+         repository name (as in \"registry.k8s.io/pause*\"), not a registry"
+    )]
+    PartialGlobOnRegistry {
+        /// The whole pattern.
+        input: String,
+    },
     /// `docker.io/<name>`: an account to Docker Hub, but images normalise `docker.io/<name>` to
     /// the official `docker.io/library/<name>`, so the pattern would match no image.
     #[error(
@@ -439,6 +448,9 @@ pub struct RefPattern {
     prefix_end: usize,
     /// Trailing `/*`: match strictly below the prefix, not the prefix itself.
     subtree: bool,
+    /// Trailing `*` after a partial segment ([`RefPattern::parse_exemption`] only): the name
+    /// continues the last segment and ends there.
+    partial: bool,
 }
 
 impl RefPattern {
@@ -460,6 +472,35 @@ impl RefPattern {
             }
             _ => Ok(pattern),
         }
+    }
+
+    /// Parses an exemption (`exempt_images`, Gatekeeper's `exemptImages`): a selector, or one
+    /// whose last segment ends in `*`, which completes that segment only:
+    /// `registry.k8s.io/pause*` matches `registry.k8s.io/pause` and `registry.k8s.io/pause-amd64`
+    /// (any tag or digest), never `registry.k8s.io/pause/x` nor another registry. The registry is
+    /// canonicalised as in every pattern, so no other spelling of it escapes or widens the match.
+    pub fn parse_exemption(s: &str) -> Result<RefPattern, ReferenceError> {
+        let Some(body) = s.strip_suffix('*').filter(|_| !s.ends_with("/*")) else {
+            return Self::parse_selector(s);
+        };
+        // A placeholder letter completes the segment, so the part before the '*' is checked by
+        // the same grammar ("pause-" alone is not a valid component, "pause-a" is).
+        let mut pattern = Self::parse_selector(&format!("{body}a")).map_err(|e| match e {
+            ReferenceError::PatternWildcard { .. } => ReferenceError::PatternWildcard {
+                input: s.to_owned(),
+            },
+            other => other,
+        })?;
+        if pattern.subtree || pattern.path().is_empty() || !pattern.text.ends_with('a') {
+            return Err(ReferenceError::PartialGlobOnRegistry {
+                input: s.to_owned(),
+            });
+        }
+        pattern.text.pop();
+        pattern.prefix_end -= 1;
+        pattern.text.push('*');
+        pattern.partial = true;
+        Ok(pattern)
     }
 
     /// Parses and normalises a pattern (see the type's documentation for the rules).
@@ -540,6 +581,7 @@ impl RefPattern {
             domain_end,
             prefix_end,
             subtree,
+            partial: false,
         })
     }
 
@@ -555,6 +597,8 @@ impl RefPattern {
             return true;
         }
         match image.path().strip_prefix(prefix) {
+            // The '*' completes the last segment: nothing deeper.
+            Some(rest) if self.partial => !rest.contains('/'),
             Some("") => !self.subtree,
             Some(rest) => rest.starts_with('/'),
             None => false,
@@ -2404,6 +2448,65 @@ mod tests {
     /// The property the policies rely on: every spelling of one image is one canonical
     /// reference, matched by a pattern however the pattern spells the registry; the same
     /// spelling on another port is another registry.
+    /// Exemptions: a trailing `*` completes the last segment and nothing deeper; the registry
+    /// is canonical, so other spellings of it are the same place and siblings stay distinct.
+    #[test]
+    fn exemptions() {
+        let ex = |s: &str| match RefPattern::parse_exemption(s) {
+            Ok(p) => p,
+            Err(e) => panic!("exemption {s:?} should parse: {e}"),
+        };
+        let p = ex("registry.k8s.io/pause*");
+        assert_eq!(p.as_str(), "registry.k8s.io/pause*");
+        for yes in [
+            "registry.k8s.io/pause",
+            "registry.k8s.io/pause:3.9",
+            "registry.k8s.io/pause-amd64:3.9",
+            "REGISTRY.K8S.IO:443/pause:3.9",
+        ] {
+            assert!(p.matches(&img(yes)), "{yes}");
+        }
+        for no in [
+            "registry.k8s.io/pause/evil",
+            "registry.k8s.io/paus",
+            "registry.k8s.io/other/pause",
+            "registry.k8s.io:5000/pause",
+            "registry.k8s.io.evil.io/pause",
+            "evil.io/registry.k8s.io/pause",
+        ] {
+            assert!(!p.matches(&img(no)), "{no}");
+        }
+        // Without '*', the selector grammar: whole segments, no sibling.
+        let p = ex("ghcr.io/acme");
+        assert!(p.matches(&img("ghcr.io/acme/app:1")));
+        assert!(!p.matches(&img("ghcr.io/acme-evil/app:1")));
+        assert!(!p.matches(&img("ghcr.io/acmeevil:1")));
+        let p = ex("ghcr.io/acme-*");
+        assert!(p.matches(&img("ghcr.io/acme-tools:1")));
+        assert!(!p.matches(&img("ghcr.io/acme:1")));
+        assert!(!p.matches(&img("ghcr.io/acme-tools/x:1")));
+        // Docker Hub names normalise as images do.
+        let p = ex("pause*");
+        assert_eq!(p.as_str(), "docker.io/library/pause*");
+        assert!(p.matches(&img("index.docker.io/library/pause-x:1")));
+        assert!(!p.matches(&img("docker.io/pausers/x:1")));
+        for bad in [
+            "registry.k8s.io*",
+            "ghcr.io/*x*",
+            "ghcr.io/a**",
+            "Ghcr.io/a*",
+            "x@sha256:1*",
+        ] {
+            assert!(RefPattern::parse_exemption(bad).is_err(), "{bad}");
+        }
+        let message = RefPattern::parse_exemption("registry.k8s.io*")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("\"registry.k8s.io*\""), "{message}");
+        // The other lists keep refusing a partial glob.
+        assert!(RefPattern::parse_selector("registry.k8s.io/pause*").is_err());
+    }
+
     mod spellings {
         use super::*;
         use proptest::prelude::*;

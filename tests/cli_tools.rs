@@ -955,3 +955,89 @@ async fn check_agrees_with_the_running_server() {
     }
     server.stop().await;
 }
+
+/// `gatehouse check` evaluates Gatekeeper constraints offline by the server's own code: with
+/// `gatekeeper.paths` set to the project's templates, a Pod and a Deployment from another
+/// registry are denied by the allowed-repos constraint, a Namespace without its owner label by
+/// the required-labels one, each message naming its constraint; a warn constraint warns; a
+/// compliant Pod is allowed.
+#[test]
+fn check_evaluates_gatekeeper_constraints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gatekeeper/policies");
+    let config = write(
+        dir.path(),
+        "gatehouse.yaml",
+        &format!(
+            "policies:\n  - name: pinned\n    images:\n      deny_latest: true\n\
+             gatekeeper:\n  paths: [{:?}]\n",
+            templates.display().to_string()
+        ),
+    );
+    let manifests = format!(
+        "{}---\n{}---\n{}---\n{}---\n{}",
+        pod("good", "default", "registry.my.com/app:1.0"),
+        pod("elsewhere", "default", "docker.io/library/nginx:1.25"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  template:\n    spec:\n      containers: [{name: web, image: quay.io/x/web:1}]\n",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {owner: Bob}}\n",
+        pod("staged", "staging", "registry.my.com/app:latest"),
+    );
+    let file = write(dir.path(), "all.yaml", &manifests);
+    let run = gatehouse(
+        dir.path(),
+        &["check", "-c", &config, "-o", "json", &file],
+        None,
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let report = json_report(&run);
+    let results = report["results"].as_array().expect("results");
+    let verdicts: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default(),
+                r["verdict"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("good", "allowed"),
+            ("elsewhere", "denied"),
+            ("web", "denied"),
+            ("team-a", "denied"),
+            ("staged", "denied"),
+        ],
+        "{report}"
+    );
+    let message = |i: usize| {
+        results[i]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        message(1).contains(
+            "[repos-from-registry-my-com] container <c> has an invalid image repo \
+             <docker.io/library/nginx:1.25>"
+        ),
+        "{}",
+        message(1)
+    );
+    assert!(
+        message(2).contains("[repos-from-registry-my-com] container <web>"),
+        "{}",
+        message(2)
+    );
+    assert!(
+        message(3).contains("[namespaces-have-an-owner] label <owner: Bob> does not match"),
+        "{}",
+        message(3)
+    );
+    // Native policies and constraints together: the native denial and the warn constraint's
+    // warning are both reported.
+    assert!(message(4).contains("(policy \"pinned\")"), "{}", message(4));
+    let warnings = results[4]["warnings"].to_string();
+    assert!(warnings.contains("[no-latest-in-staging]"), "{report}");
+}

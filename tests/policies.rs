@@ -765,6 +765,8 @@ fn config_mistakes_stop_startup_naming_policy_and_key() {
         ("policies:\n  - name: a\n    labels:\n      required:\n        \"bad key!\": x\n", "bad key!"),
         ("break_glass:\n  value: \"\"\n", "break_glass.value"),
         ("policies:\n  - name: a\n    images:\n      denied: [docker.io/busybox]\n", "docker.io/library/busybox"),
+        ("policies:\n  - name: a\n    images:\n      deny_latest: true\n    exempt_images: [\"registry.k8s.io*\"]\n", "policies[0].exempt_images[0]: invalid image pattern \"registry.k8s.io*\""),
+        ("policies:\n  - name: a\n    labels:\n      required:\n        a: x\n    exempt_images: [ghcr.io/acme]\n", "policies[0] (\"a\").exempt_images"),
     ];
     for (yaml, needle) in cases {
         let message = load(yaml);
@@ -1337,4 +1339,319 @@ fn shutdown_during_a_max_body_review_finishes_it_and_stops() {
         );
     });
     drop(one);
+}
+
+/// A label value by regular expression (anchored, linear time): judged on `/validate`, with the
+/// regex named in the message. Label rules never apply to an ImageReview, which carries no labels.
+#[tokio::test]
+async fn label_values_by_regex_on_validate_not_image_reviews() {
+    let yaml = r#"
+policies:
+  - name: owner-domain
+    labels:
+      required:
+        owner: {regex: "[a-z]+\\.agilebank\\.demo"}
+"#;
+    let server = TestServer::start(yaml).await;
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        for version in VERSIONS {
+            let with = |owner: &str| {
+                let object = labelled_pod(&["nginx:1.25"], json!({"owner": owner}), json!({}));
+                review(version, "rx", ("", "Pod"), "default", "CREATE", object)
+            };
+            let v = validate(&mut client, version, "rx", with("app.agilebank.demo")).await;
+            assert!(v.allowed, "{}", v.message);
+            // Anchored: a prefix or suffix around a match is not a match.
+            for bad in [
+                "evil-app.agilebank.demo.x",
+                "x.agilebank.demo-x",
+                "App.agilebank.demo",
+            ] {
+                let v = validate(&mut client, version, "rx", with(bad)).await;
+                assert!(!v.allowed, "{bad}");
+                assert_eq!(
+                    v.message,
+                    format!(
+                        "Pod must have label \"owner\" with a value matching regex \
+                         \"[a-z]+\\\\.agilebank\\\\.demo\"; it has {bad:?} (policy \"owner-domain\")"
+                    )
+                );
+            }
+            let object = labelled_pod(&["nginx:1.25"], json!({}), json!({}));
+            let body = review(version, "rx", ("", "Pod"), "default", "CREATE", object);
+            let v = validate(&mut client, version, "rx", body).await;
+            assert!(
+                !v.allowed && v.message.contains("it has none"),
+                "{}",
+                v.message
+            );
+        }
+        // An ImageReview has no labels: the label rule does not judge it.
+        let (allowed, reason, _) = image_policy(
+            &mut client,
+            image_review("default", &["nginx:1.25"], json!({})),
+        )
+        .await;
+        assert!(allowed, "{reason}");
+    }
+}
+
+/// `exempt_images`: the images a policy does not judge, on both routes, matched on the
+/// normalised name: another spelling of an exempt image is exempt, a sibling path or a deeper
+/// repository is not, and another policy still judges the exempt image.
+#[tokio::test]
+async fn exempt_images_on_both_routes() {
+    let yaml = r#"
+policies:
+  - name: trusted
+    images:
+      allowed_registries: [registry.my.com]
+      deny_latest: true
+    exempt_images: ["registry.k8s.io/pause*", ghcr.io/acme]
+  - name: pinned-pause
+    match:
+      namespaces: [prod]
+    images:
+      deny_latest: true
+"#;
+    let server = TestServer::start(yaml).await;
+    let exempt = [
+        "registry.k8s.io/pause:3.9",
+        "registry.k8s.io/pause-amd64:3.9",
+        "REGISTRY.K8S.IO:443/pause:3.9",
+        "ghcr.io/acme/app:1",
+        "registry.my.com/app:1",
+    ];
+    let judged = [
+        "registry.k8s.io/pause/evil:1",
+        "registry.k8s.io:5000/pause:3.9",
+        "registry.k8s.io.evil.io/pause:3.9",
+        "ghcr.io/acme-evil/app:1",
+        "ghcr.io/acmeevil:1",
+    ];
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        for image in exempt {
+            let (allowed, reason, _) =
+                image_policy(&mut client, image_review("default", &[image], json!({}))).await;
+            assert!(allowed, "{image}: {reason}");
+            for version in VERSIONS {
+                let body = review(
+                    version,
+                    "ex",
+                    ("", "Pod"),
+                    "default",
+                    "CREATE",
+                    pod(&[image]),
+                );
+                let v = validate(&mut client, version, "ex", body).await;
+                assert!(v.allowed, "{image}: {}", v.message);
+            }
+        }
+        for image in judged {
+            let (allowed, reason, _) =
+                image_policy(&mut client, image_review("default", &[image], json!({}))).await;
+            assert!(!allowed, "{image}");
+            assert!(reason.contains("not from an allowed registry"), "{reason}");
+            for version in VERSIONS {
+                let body = review(
+                    version,
+                    "ex",
+                    ("", "Pod"),
+                    "default",
+                    "CREATE",
+                    pod(&[image]),
+                );
+                let v = validate(&mut client, version, "ex", body).await;
+                assert!(!v.allowed, "{image}");
+                assert!(v.message.contains("(policy \"trusted\")"), "{}", v.message);
+            }
+        }
+        // Exempt from "trusted" only: "pinned-pause" still refuses the untagged pause in prod.
+        let (allowed, reason, _) = image_policy(
+            &mut client,
+            image_review("prod", &["registry.k8s.io/pause"], json!({})),
+        )
+        .await;
+        assert!(!allowed);
+        assert!(
+            reason.contains("(policy \"pinned-pause\")") && !reason.contains("trusted"),
+            "{reason}"
+        );
+        let body = review(
+            V1,
+            "ex",
+            ("", "Pod"),
+            "prod",
+            "CREATE",
+            pod(&["registry.k8s.io/pause"]),
+        );
+        let v = validate(&mut client, V1, "ex", body).await;
+        assert!(!v.allowed);
+        assert!(
+            v.message.contains("(policy \"pinned-pause\")") && !v.message.contains("trusted"),
+            "{}",
+            v.message
+        );
+    }
+}
+
+/// `labels.on`: a label rule reads a workload's pod template (`template`), its own labels
+/// (`object`, the default) or both, through the server with a Deployment and a CronJob. The
+/// cache key covers the template's labels, and on UPDATE each location is judged only when its
+/// labels changed.
+#[tokio::test]
+async fn label_rules_read_pod_templates_of_workloads() {
+    let yaml = r#"
+policies:
+  - name: pods-team
+    match:
+      namespaces: [tpl]
+    labels:
+      on: template
+      required:
+        team: "?*"
+  - name: both-owner
+    match:
+      namespaces: [both]
+    labels:
+      on: both
+      required:
+        owner: {regex: "[a-z]+"}
+  - name: object-app
+    match:
+      namespaces: [obj]
+    labels:
+      required:
+        app: "*"
+"#;
+    let server = TestServer::start(yaml).await;
+    let deployment = |own: Value, pods: Value| {
+        json!({"metadata": {"name": "d", "labels": own}, "spec": {"template": {
+            "metadata": {"labels": pods},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}}}})
+    };
+    let cronjob = |own: Value, pods: Value| {
+        json!({"metadata": {"name": "c", "labels": own}, "spec": {"schedule": "* * * * *",
+            "jobTemplate": {"spec": {"template": {"metadata": {"labels": pods},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}}}}}})
+    };
+    type Build = dyn Fn(Value, Value) -> Value;
+    let workloads: [(&str, (&str, &str), &Build); 2] = [
+        ("Deployment", ("apps", "Deployment"), &deployment),
+        ("CronJob", ("batch", "CronJob"), &cronjob),
+    ];
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        for (kind, gvk, build) in workloads {
+            for version in VERSIONS {
+                let mut send = async |ns: &str, op: &str, object: Value, old: Option<Value>| {
+                    let mut body: Value =
+                        serde_json::from_str(&review(version, "lt", gvk, ns, op, object))
+                            .expect("json");
+                    if let Some(old) = old {
+                        body["request"]["oldObject"] = old;
+                    }
+                    validate(&mut client, version, "lt", body.to_string()).await
+                };
+                // on: template. The object's own label does not satisfy the pods' rule; twice,
+                // so the second answer may come from the cache, which must not confuse the two.
+                for _ in 0..2 {
+                    let v = send(
+                        "tpl",
+                        "CREATE",
+                        build(json!({"team": "sre"}), json!({})),
+                        None,
+                    )
+                    .await;
+                    assert!(!v.allowed, "{kind}");
+                    assert_eq!(
+                        v.message,
+                        format!(
+                            "{kind} pod template must have label \"team\" with a non-empty \
+                             value; it has none (policy \"pods-team\")"
+                        )
+                    );
+                    // Same object labels, different template labels: a different cache entry.
+                    let v = send("tpl", "CREATE", build(json!({}), json!({})), None).await;
+                    assert!(!v.allowed, "{kind}");
+                    let v = send(
+                        "tpl",
+                        "CREATE",
+                        build(json!({}), json!({"team": "sre"})),
+                        None,
+                    )
+                    .await;
+                    assert!(v.allowed, "{kind}: {}", v.message);
+                }
+                // A template without metadata at all has no labels: refused.
+                let mut bare = build(json!({}), json!({}));
+                let template = if kind == "CronJob" {
+                    &mut bare["spec"]["jobTemplate"]["spec"]["template"]
+                } else {
+                    &mut bare["spec"]["template"]
+                };
+                template.as_object_mut().map(|t| t.remove("metadata"));
+                let v = send("tpl", "CREATE", bare, None).await;
+                assert!(!v.allowed && v.message.contains("it has none"), "{kind}");
+                // on: both: each location judged and named.
+                let v = send(
+                    "both",
+                    "CREATE",
+                    build(json!({}), json!({"owner": "Bad"})),
+                    None,
+                )
+                .await;
+                assert!(!v.allowed);
+                assert!(
+                    v.message
+                        .contains(&format!("{kind} must have label \"owner\""))
+                        && v.message.contains(&format!(
+                            "{kind} pod template must have label \"owner\" with a value \
+                             matching regex \"[a-z]+\"; it has \"Bad\""
+                        )),
+                    "{}",
+                    v.message
+                );
+                let ok = build(json!({"owner": "ops"}), json!({"owner": "ops"}));
+                let v = send("both", "CREATE", ok.clone(), None).await;
+                assert!(v.allowed, "{}", v.message);
+                // The default (object) does not read the template.
+                let v = send("obj", "CREATE", build(json!({"app": "x"}), json!({})), None).await;
+                assert!(v.allowed, "{}", v.message);
+                let v = send("obj", "CREATE", build(json!({}), json!({"app": "x"})), None).await;
+                assert!(!v.allowed && v.message.starts_with(&format!("{kind} must have")));
+                // UPDATE: a location whose labels did not change is not judged again; one that
+                // changed is.
+                let old = build(json!({"owner": "ops"}), json!({}));
+                let mut scaled = old.clone();
+                scaled["metadata"]["annotations"] = json!({"note": "scaled"});
+                let v = send("both", "UPDATE", scaled, Some(old.clone())).await;
+                assert!(v.allowed, "unchanged template labels: {}", v.message);
+                let v = send(
+                    "both",
+                    "UPDATE",
+                    build(json!({"owner": "ops"}), json!({"owner": "X"})),
+                    Some(old.clone()),
+                )
+                .await;
+                assert!(!v.allowed);
+                assert!(
+                    v.message.contains("pod template must have label")
+                        && !v.message.contains(&format!("{kind} must have label")),
+                    "{}",
+                    v.message
+                );
+                let v = send(
+                    "both",
+                    "UPDATE",
+                    ok.clone(),
+                    Some(build(json!({}), json!({"owner": "ops"}))),
+                )
+                .await;
+                assert!(v.allowed, "{}", v.message);
+            }
+        }
+    }
 }

@@ -38,6 +38,8 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
                 image: &c.image,
             })
             .collect(),
+        has_template: false,
+        template_labels: None,
         labels: None,
         annotations: vec![&spec.annotations],
     };

@@ -88,6 +88,14 @@ pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
         .and_then(|o| o.metadata.labels.as_ref())
         .unwrap_or(&NO_LABELS);
     let old_labels = old.map(|o| o.metadata.labels.as_ref().unwrap_or(&NO_LABELS));
+    // A workload's pods carry its template's labels; judged apart from the object's, and on
+    // UPDATE only when they changed.
+    let has_template = location.is_some_and(|l| l != PodLocation::Pod);
+    let template_labels = pod.as_ref().filter(|_| has_template).map(|p| pod_labels(p));
+    let old_template_labels = old_pod
+        .as_ref()
+        .filter(|_| has_template)
+        .map(|p| pod_labels(p));
     Subject {
         operation,
         kind: &request.kind.kind,
@@ -95,8 +103,17 @@ pub fn subject<'a>(request: &'a RequestView<'a>) -> Subject<'a> {
         images,
         // Unchanged labels on UPDATE are not judged again.
         labels: (old_labels != Some(labels)).then_some(labels),
+        has_template,
+        template_labels: template_labels.filter(|t| old_template_labels != Some(*t)),
         annotations,
     }
+}
+
+/// A pod's labels; absent or null (or no template at all) is an empty map, never a pass.
+fn pod_labels<'v>(pod: &PodView<'v, '_>) -> &'v StrMap<'v> {
+    pod.metadata
+        .and_then(|m| m.labels.as_ref())
+        .unwrap_or(&NO_LABELS)
 }
 
 /// The images the old pod already pulled, by list, container or volume name, and image.

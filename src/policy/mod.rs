@@ -22,7 +22,7 @@ use crate::review::admission::Operation;
 use crate::review::messages::{self, counted, MessageList};
 use crate::review::object::ImageSource;
 use crate::review::StrMap;
-use config::ValueGlob;
+use config::ValueMatch;
 
 /// The seed's (kube-image-bouncer's) message, kept verbatim: users search for it.
 pub const LATEST_MESSAGE: &str = "Images using latest tag are not allowed";
@@ -69,8 +69,15 @@ pub struct Subject<'a> {
     pub namespace: &'a str,
     /// Every image of the pod(s) in the object: containers' and image volumes'.
     pub images: Vec<ImageUse<'a>>,
-    /// The object's labels; `None` for an ImageReview, which carries none (label rules skip it).
+    /// The object's labels; `None` for an ImageReview, which carries none (label rules skip it),
+    /// and on UPDATE when they did not change.
     pub labels: Option<&'a StrMap<'a>>,
+    /// Whether the object is a workload with a pod template (Deployment, CronJob...), whose
+    /// pods' labels are the template's rather than its own.
+    pub has_template: bool,
+    /// The pod template's labels (empty when absent); `None` when there is no template or, on
+    /// UPDATE, when they did not change.
+    pub template_labels: Option<&'a StrMap<'a>>,
     /// Annotation maps that may carry a break-glass annotation (the object's, its pod template's,
     /// or an ImageReview's `spec.annotations`).
     pub annotations: Vec<&'a StrMap<'a>>,
@@ -134,13 +141,26 @@ impl Expiring for Arc<Decision> {
     }
 }
 
+/// Which labels a policy's label rules read (`labels.on`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelsOn {
+    /// The object's own `metadata.labels` (the default, so existing configs keep their meaning).
+    #[default]
+    Object,
+    /// The labels of the pods it creates: a workload's pod template's; any other object's own.
+    Template,
+    /// Both, each judged on its own.
+    Both,
+}
+
 /// A required label: key and value glob.
 #[derive(Clone, Debug)]
 pub struct LabelRule {
     /// The label key.
     pub key: String,
     /// The value it must match.
-    pub value: ValueGlob,
+    pub value: ValueMatch,
 }
 
 /// One compiled policy.
@@ -162,6 +182,10 @@ pub struct Policy {
     pub denied: Vec<RefPattern>,
     /// Required labels.
     pub labels: Vec<LabelRule>,
+    /// Which labels the label rules read.
+    pub labels_on: LabelsOn,
+    /// Images the image rules do not judge.
+    pub exempt_images: Vec<RefPattern>,
 }
 
 impl Policy {
@@ -176,6 +200,8 @@ impl Policy {
             require_digest: false,
             denied: Vec::new(),
             labels: Vec::new(),
+            labels_on: LabelsOn::Object,
+            exempt_images: Vec::new(),
         }
     }
 
@@ -202,6 +228,11 @@ impl Policy {
                 return;
             }
         };
+        // Matched on the normalised name, so no other spelling of an exempt image is judged and
+        // no spelling of another image is exempt.
+        if self.exempt_images.iter().any(|p| p.matches(image)) {
+            return;
+        }
         if self.deny_latest && image.is_latest() {
             out.push_with(|| {
                 self.tag(format!(
@@ -246,26 +277,53 @@ impl Policy {
         }
     }
 
-    /// Adds this policy's label violations to `out`.
-    fn check_labels(&self, kind: &str, labels: Option<&StrMap<'_>>, out: &mut MessageList) {
+    /// Adds this policy's label violations to `out`: on the object's labels, the pod
+    /// template's, or both, as `labels.on` says; a location whose labels are `None` is skipped.
+    fn check_labels(&self, subject: &Subject<'_>, out: &mut MessageList) {
+        let (object, template) = match (self.labels_on, subject.has_template) {
+            (LabelsOn::Object, _) => (true, false),
+            // Without a template, the object's own labels are its pods'.
+            (LabelsOn::Template | LabelsOn::Both, false) => (true, false),
+            (LabelsOn::Template, true) => (false, true),
+            (LabelsOn::Both, true) => (true, true),
+        };
+        if object {
+            if let Some(labels) = subject.labels {
+                self.check_label_map(subject.kind, "", labels, out);
+            }
+        }
+        if template {
+            if let Some(labels) = subject.template_labels {
+                self.check_label_map(subject.kind, " pod template", labels, out);
+            }
+        }
+    }
+
+    /// Adds the violations of one label map (`whose` names its place in messages).
+    fn check_label_map(&self, kind: &str, whose: &str, labels: &StrMap<'_>, out: &mut MessageList) {
         for rule in &self.labels {
-            let value = labels.and_then(|l| l.get(rule.key.as_str()));
+            let value = labels.get(rule.key.as_str());
             if value.is_some_and(|v| rule.value.matches(v)) {
                 continue;
             }
             out.push_with(|| {
-                let want = match rule.value.0.as_str() {
-                    "*" => String::new(),
-                    "?*" => " with a non-empty value".to_owned(),
-                    v if v.contains(['*', '?']) => format!(" with a value matching {v:?}"),
-                    v => format!("={v:?}"),
+                let want = match &rule.value {
+                    ValueMatch::Regex(r) => {
+                        format!(" with a value matching regex {:?}", r.as_str())
+                    }
+                    ValueMatch::Glob(g) => match g.0.as_str() {
+                        "*" => String::new(),
+                        "?*" => " with a non-empty value".to_owned(),
+                        v if v.contains(['*', '?']) => format!(" with a value matching {v:?}"),
+                        v => format!("={v:?}"),
+                    },
                 };
                 let got = match value {
                     None => "it has none".to_owned(),
                     Some(v) => format!("it has {v:?}"),
                 };
                 self.tag(format!(
-                    "{kind} must have label {:?}{want}; {got}",
+                    "{kind}{whose} must have label {:?}{want}; {got}",
                     rule.key
                 ))
             });
@@ -371,10 +429,10 @@ impl Policies {
             audits: vec![MessageList::default(); matching.len()],
             bypassed: MessageList::default(),
         };
-        if subject.labels.is_some() {
+        if subject.labels.is_some() || subject.template_labels.is_some() {
             for (i, policy) in matching.iter().enumerate() {
                 // Break glass bypasses image policies, never label policies.
-                policy.check_labels(subject.kind, subject.labels, found.list(policy, i, false));
+                policy.check_labels(subject, found.list(policy, i, false));
             }
         }
         let image_policies: Vec<(usize, &Policy)> = matching
@@ -483,6 +541,11 @@ impl Cacheable for Subject<'_> {
             None => state.write(&[0]),
             Some(_) => state.write(&[1]),
         }
+        state.write(&[u8::from(self.has_template)]);
+        match self.template_labels {
+            None => state.write(&[0]),
+            Some(_) => state.write(&[1]),
+        }
         for map in &self.annotations {
             for (k, v) in map.iter().filter(|(k, _)| k.contains(BREAK_GLASS_FAMILY)) {
                 state.write_str(k);
@@ -505,7 +568,11 @@ pub struct PolicyInput<'s, 'a> {
 impl Cacheable for PolicyInput<'_, '_> {
     fn hash_input(&self, state: &mut KeyHasher) {
         self.subject.hash_input(state);
-        if let Some(labels) = self.subject.labels {
+        // Every location a rule may read: the object's labels and the pod template's.
+        for labels in [self.subject.labels, self.subject.template_labels]
+            .into_iter()
+            .flatten()
+        {
             for key in &self.policies.label_keys {
                 match labels.get(key.as_str()) {
                     Some(v) => {
@@ -556,6 +623,8 @@ mod tests {
             namespace: "default",
             images,
             labels: None,
+            has_template: false,
+            template_labels: None,
             annotations: Vec::new(),
         }
     }
