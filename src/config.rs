@@ -90,6 +90,9 @@ pub struct Config {
     /// Gatekeeper ConstraintTemplates and constraints, beside the native policies.
     #[serde(deserialize_with = "null_as_default")]
     pub gatekeeper: GatekeeperConfig,
+    /// The plain-HTTP listener for probes (no client certificate needed).
+    #[serde(deserialize_with = "null_as_default")]
+    pub ops: OpsConfig,
 }
 
 /// A section left empty (`tls:` with every key commented out) is YAML null: read it as defaults.
@@ -115,6 +118,7 @@ impl Default for Config {
             mutations: Vec::new(),
             authenticate: AuthenticateConfig::default(),
             gatekeeper: GatekeeperConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }
@@ -127,8 +131,20 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key: Option<PathBuf>,
-    /// CA bundle (PEM) for client certificates; reserved for mTLS.
+    /// CA bundle (PEM) for client certificates: when set, every TLS client must present a
+    /// certificate chained to it (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// Names (CN or DNS SAN) a client certificate must carry, one of; empty: any name.
+    pub client_names: Vec<String>,
+}
+
+/// `ops:`: a plain-HTTP listener serving only `/healthz` and `/readyz`, for kubelet probes
+/// (and Prometheus), which present no client certificate.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Address of the ops listener; off when absent.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `limits:`: bounds on what one request may cost.
@@ -265,11 +281,26 @@ impl Config {
             }
             _ => {}
         }
-        if self.tls.client_ca.is_some() {
+        if !self.tls.client_names.is_empty() && self.tls.client_ca.is_none() {
             return Err(ConfigError::invalid(
-                "tls.client_ca",
-                "client certificate verification (mTLS) is not implemented yet; remove the key",
+                "tls.client_names",
+                "names are checked on client certificates, which are asked for only when \
+                 tls.client_ca is set",
             ));
+        }
+        if self.tls.client_names.iter().any(|n| n.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                "tls.client_names",
+                "an empty name matches nothing",
+            ));
+        }
+        if let Some(ops) = self.ops.listen {
+            if ops == self.listen && ops.port() != 0 {
+                return Err(ConfigError::invalid(
+                    "ops.listen",
+                    "must differ from listen",
+                ));
+            }
         }
         if self.limits.max_body.0 == 0 {
             return Err(ConfigError::invalid(

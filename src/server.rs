@@ -1,4 +1,7 @@
-//! Wiring: configuration → shared state → TLS → bound socket → listener with the stack.
+//! Wiring: configuration → shared state → TLS → bound socket → listener with the stack, and the
+//! ops listener (health routes over plain HTTP) beside it.
+
+mod ops;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,7 +44,11 @@ pub struct Bound {
     options: ListenerOptions,
     local_addr: SocketAddr,
     generated_ca: Option<String>,
+    ops: Option<(TcpListener, SocketAddr)>,
 }
+
+/// Connections the ops listener serves at once: a few probes and a scraper.
+const OPS_MAX_CONNECTIONS: usize = 64;
 
 /// Builds everything from `config` and binds the socket. `insecure_http` serves plain HTTP.
 pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeError> {
@@ -49,26 +56,37 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
     let (tls, generated_ca) = if insecure_http {
         (None, None)
     } else {
+        let client = match &config.tls.client_ca {
+            Some(path) => Some(tls::ClientAuth {
+                roots: tls::load_client_ca(path)?,
+                names: config.tls.client_names.clone(),
+            }),
+            None => None,
+        };
         match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
                 let (chain, key) = tls::load_pem_files(cert, key)?;
-                (Some(tls::server_config(chain, key)?), None)
+                (Some(tls::server_config(chain, key, client.as_ref())?), None)
             }
             _ => {
                 let pki =
                     certs::generate(&default_names(config.listen)).map_err(TlsError::Generate)?;
                 let (chain, key) = tls::parse_pem(&pki.cert_pem, &pki.key_pem)?;
-                (Some(tls::server_config(chain, key)?), Some(pki.ca_pem))
+                (
+                    Some(tls::server_config(chain, key, client.as_ref())?),
+                    Some(pki.ca_pem),
+                )
             }
         }
     };
-    let addr = config.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let (listener, local_addr) = bind_addr(config.listen).await?;
+    let ops = match config.ops.listen {
+        Some(addr) => Some(bind_addr(addr).await?),
+        None => None,
+    };
+    if config.tls.client_ca.is_some() && ops.is_none() {
+        tracing::warn!("tls.client_ca is set and ops.listen is not: kubelet probes present no client certificate and will fail; set ops.listen and point the probes at it");
+    }
     let options = ListenerOptions {
         tls,
         handshake_timeout: config.limits.handshake_timeout.0,
@@ -88,7 +106,19 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
         options,
         local_addr,
         generated_ca,
+        ops,
     })
+}
+
+/// Binds `addr`; returns the socket and the address actually bound.
+async fn bind_addr(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok((listener, local))
 }
 
 /// Names for a generated certificate: localhost, loopback, and the listen address if specific.
@@ -106,6 +136,11 @@ impl Bound {
     /// The address actually bound (the port is chosen by the OS for `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The ops listener's address, when `ops.listen` is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The generated CA certificate (PEM), when no certificate was configured.
@@ -126,6 +161,11 @@ impl Bound {
             "http"
         };
         let mut out = format!("gatehouse listening on {scheme}://{}\n", self.local_addr);
+        if let Some(addr) = self.ops_addr() {
+            out.push_str(&format!(
+                "health probes on http://{addr} (/healthz, /readyz)\n"
+            ));
+        }
         if let Some(ca) = &self.generated_ca {
             let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
             out.push_str("generated a serving certificate for localhost, 127.0.0.1 and ::1; trust this CA:\n");
@@ -139,12 +179,37 @@ impl Bound {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let app = self.app.clone();
+        let ops_app = self.app.clone();
         let service = crate::stack::build(self.app);
         let drain = async move {
             shutdown.await;
             // Readiness goes first, so anything still routing to us sees 503 and moves on.
             app.set_draining();
         };
+        // The ops listener outlives the webhook listener's drain, so probes see /readyz turn
+        // 503 while in-flight webhook requests finish.
+        let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ops_task = self.ops.map(|(ops_listener, _)| {
+            let options = ListenerOptions {
+                tls: None,
+                max_connections: OPS_MAX_CONNECTIONS,
+                drain_timeout: Duration::from_secs(1),
+                ..self.options.clone()
+            };
+            let stop = async move {
+                let _ = ops_stopped.await;
+            };
+            tokio::spawn(listener::serve(
+                ops_listener,
+                ops::service(ops_app),
+                options,
+                stop,
+            ))
+        });
         listener::serve(self.listener, service, self.options, drain).await;
+        let _ = stop_ops.send(());
+        if let Some(task) = ops_task {
+            let _ = task.await;
+        }
     }
 }

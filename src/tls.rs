@@ -1,8 +1,12 @@
-//! The TLS side of the listener: rustls, TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`.
+//! The TLS side of the listener: rustls, TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, and
+//! client certificates when `tls.client_ca` is set.
+
+mod client_auth;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -24,6 +28,14 @@ pub enum TlsError {
     /// The key file is unreadable, not PEM, or holds no supported key.
     #[error("tls.key {path}: {message} (PKCS#8, PKCS#1 or SEC1 PEM expected)")]
     Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The client CA file is unreadable, not PEM, or holds no usable CA certificate.
+    #[error("tls.client_ca {path}: {message}")]
+    ClientCa {
         /// The file.
         path: PathBuf,
         /// What is wrong.
@@ -78,16 +90,68 @@ pub fn parse_pem(
     Ok((chain, key))
 }
 
-/// A rustls server configuration for one certificate chain and key.
+pub use client_auth::cert_names;
+
+/// Who may connect, when `tls.client_ca` is set.
+#[derive(Clone, Debug)]
+pub struct ClientAuth {
+    /// CA certificates client certificates must chain to.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Names (CN or DNS SAN) of which the client certificate must carry one; empty: any.
+    pub names: Vec<String>,
+}
+
+/// Reads the client CA bundle.
+pub fn load_client_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |message: String| TlsError::ClientCa {
+        path: path.to_owned(),
+        message,
+    };
+    let roots = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(err("no CERTIFICATE block found".to_owned()));
+    }
+    Ok(roots)
+}
+
+/// A rustls server configuration for one certificate chain and key, verifying client
+/// certificates when `client` is given.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client: Option<&ClientAuth>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for root in &client.roots {
+                roots.add(root.clone())?;
+            }
+            // Mandatory: a client without a certificate is refused in the handshake.
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .map_err(|e| TlsError::ClientCa {
+                    path: "<tls.client_ca>".into(),
+                    message: e.to_string(),
+                })?;
+            if client.names.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(client_auth::NamedClients::new(
+                    verifier,
+                    client.names.clone(),
+                )))
+            }
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

@@ -92,6 +92,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     /// The server's shared state (for counters).
     pub app: Arc<gatehouse::app::App>,
+    /// The ops listener (plain HTTP, health routes), when `ops.listen` is set.
+    pub ops_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -103,6 +105,16 @@ pub enum Proto {
     Http1,
     /// `h2`
     Http2,
+}
+
+impl Proto {
+    /// Its ALPN protocol name.
+    pub fn alpn(self) -> &'static [u8] {
+        match self {
+            Proto::Http1 => b"http/1.1",
+            Proto::Http2 => b"h2",
+        }
+    }
 }
 
 /// Both versions, for tests that run over each.
@@ -140,6 +152,7 @@ impl TestServer {
         install_provider();
         let bound = gatehouse::server::bind(config, false).await.expect("bind");
         let addr = bound.local_addr();
+        let ops_addr = bound.ops_addr();
         let app = bound.app().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bound.serve(async {
@@ -150,6 +163,7 @@ impl TestServer {
             ca_pem,
             dir,
             app,
+            ops_addr,
             shutdown: Some(tx),
             handle: Some(handle),
         }
@@ -231,11 +245,18 @@ pub fn tls_client_config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig>
 impl Client {
     /// Connects over TLS and performs the HTTP handshake for `proto`.
     pub async fn connect(addr: SocketAddr, ca_pem: &str, proto: Proto) -> Self {
-        let alpn: &[u8] = match proto {
-            Proto::Http1 => b"http/1.1",
-            Proto::Http2 => b"h2",
-        };
-        let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca_pem, alpn));
+        Self::connect_with(addr, tls_client_config(ca_pem, proto.alpn()), proto).await
+    }
+
+    /// Connects with a ready TLS configuration (a client certificate, say) offering
+    /// `proto.alpn()`.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        proto: Proto,
+    ) -> Self {
+        let alpn = proto.alpn();
+        let connector = tokio_rustls::TlsConnector::from(config);
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let tls = connector
             .connect(ServerName::try_from("localhost").expect("name"), tcp)
