@@ -124,7 +124,7 @@ impl Default for Config {
 }
 
 /// `tls:`: PEM files; with neither, gatehouse generates a certificate at start.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Certificate chain (PEM), leaf first.
@@ -136,6 +136,23 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     /// Names (CN or DNS SAN) a client certificate must carry, one of; empty: any name.
     pub client_names: Vec<String>,
+    /// How often the files are read again; changed contents are taken into use without restart.
+    pub reload_interval: HumanDuration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            client_ca: None,
+            client_names: Vec::new(),
+            // cert-manager renews weeks before expiry and the kubelet refreshes a Secret volume
+            // within about a minute: 10s adds little to that, and a read of two small files
+            // every 10s costs nothing.
+            reload_interval: HumanDuration(Duration::from_secs(10)),
+        }
+    }
 }
 
 /// `ops:`: a plain-HTTP listener serving only `/healthz` and `/readyz`, for kubelet probes
@@ -292,6 +309,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "tls.client_names",
                 "an empty name matches nothing",
+            ));
+        }
+        if self.tls.reload_interval.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "tls.reload_interval",
+                "must be greater than 0",
             ));
         }
         if let Some(ops) = self.ops.listen {

@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::certs;
 use crate::config::{Config, ConfigError};
 use crate::listener::{self, ListenerOptions};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, CurrentTls, TlsError};
 
 /// Why gatehouse could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,25 @@ pub struct Bound {
     local_addr: SocketAddr,
     generated_ca: Option<String>,
     ops: Option<(TcpListener, SocketAddr)>,
+    reload: Option<Reload>,
+}
+
+/// What the certificate reload task needs (configured files only; a generated pair is fixed).
+struct Reload {
+    files: tls::TlsFiles,
+    contents: tls::Contents,
+    current: Arc<CurrentTls>,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the contents: they hold the key.
+        f.debug_struct("Reload")
+            .field("files", &self.files)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Connections the ops listener serves at once: a few probes and a scraper.
@@ -53,27 +72,49 @@ const OPS_MAX_CONNECTIONS: usize = 64;
 /// Builds everything from `config` and binds the socket. `insecure_http` serves plain HTTP.
 pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeError> {
     config.validate()?;
+    let mut reload = None;
     let (tls, generated_ca) = if insecure_http {
         (None, None)
     } else {
-        let client = match &config.tls.client_ca {
-            Some(path) => Some(tls::ClientAuth {
-                roots: tls::load_client_ca(path)?,
-                names: config.tls.client_names.clone(),
-            }),
-            None => None,
-        };
         match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
-                let (chain, key) = tls::load_pem_files(cert, key)?;
-                (Some(tls::server_config(chain, key, client.as_ref())?), None)
+                let files = tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: config.tls.client_ca.clone(),
+                    client_names: config.tls.client_names.clone(),
+                };
+                let (contents, server_config) = files.load()?;
+                let current = Arc::new(CurrentTls::new(server_config));
+                reload = Some(Reload {
+                    files,
+                    contents,
+                    current: current.clone(),
+                    interval: config.tls.reload_interval.0,
+                });
+                (Some(current), None)
             }
             _ => {
+                let client = match &config.tls.client_ca {
+                    Some(path) => {
+                        let pem =
+                            tls::read_pem_file(path).map_err(|message| TlsError::ClientCa {
+                                path: path.clone(),
+                                message,
+                            })?;
+                        Some(tls::ClientAuth {
+                            roots: tls::parse_client_ca(&pem, path)?,
+                            names: config.tls.client_names.clone(),
+                        })
+                    }
+                    None => None,
+                };
                 let pki =
                     certs::generate(&default_names(config.listen)).map_err(TlsError::Generate)?;
                 let (chain, key) = tls::parse_pem(&pki.cert_pem, &pki.key_pem)?;
+                let server_config = tls::server_config(chain, key, client.as_ref())?;
                 (
-                    Some(tls::server_config(chain, key, client.as_ref())?),
+                    Some(Arc::new(CurrentTls::new(server_config))),
                     Some(pki.ca_pem),
                 )
             }
@@ -107,6 +148,7 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
         local_addr,
         generated_ca,
         ops,
+        reload,
     })
 }
 
@@ -141,6 +183,11 @@ impl Bound {
     /// The ops listener's address, when `ops.listen` is set.
     pub fn ops_addr(&self) -> Option<SocketAddr> {
         self.ops.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The current TLS configuration and its reload counters; `None` with `--insecure-http`.
+    pub fn tls(&self) -> Option<&Arc<CurrentTls>> {
+        self.options.tls.as_ref()
     }
 
     /// The generated CA certificate (PEM), when no certificate was configured.
@@ -206,7 +253,13 @@ impl Bound {
                 stop,
             ))
         });
+        let reload = self
+            .reload
+            .map(|r| tokio::spawn(tls::watch(r.files, r.current, r.contents, r.interval)));
         listener::serve(self.listener, service, self.options, drain).await;
+        if let Some(task) = reload {
+            task.abort();
+        }
         let _ = stop_ops.send(());
         if let Some(task) = ops_task {
             let _ = task.await;

@@ -2,6 +2,7 @@
 //! client certificates when `tls.client_ca` is set.
 
 mod client_auth;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,27 +50,60 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
 }
 
-/// Reads a PEM certificate chain and private key.
-pub fn load_pem_files(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+/// Largest certificate, key or CA file read: a bound on what a wrong path (a log file, a device)
+/// can make gatehouse hold. Real bundles are a few KiB.
+pub const MAX_PEM_FILE: u64 = 1 << 20;
+
+/// Reads a whole PEM file, at most [`MAX_PEM_FILE`] bytes.
+pub fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err(format!("larger than {MAX_PEM_FILE} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Parses a PEM certificate chain (leaf first); `path` names it in errors.
+pub fn parse_chain(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let cert_err = |message: String| TlsError::Cert {
-        path: cert.to_owned(),
+        path: path.to_owned(),
         message,
     };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cert_err(e.to_string()))?
+    let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cert_err(e.to_string()))?;
     if chain.is_empty() {
         return Err(cert_err("no CERTIFICATE block found".to_owned()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-        path: key.to_owned(),
+    Ok(chain)
+}
+
+/// Parses a PEM private key; `path` names it in errors (the key itself never appears).
+pub fn parse_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::Key {
+        path: path.to_owned(),
         message: e.to_string(),
-    })?;
-    Ok((chain, key))
+    })
+}
+
+/// Parses a PEM CA bundle for client certificates; `path` names it in errors.
+pub fn parse_client_ca(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |message: String| TlsError::ClientCa {
+        path: path.to_owned(),
+        message,
+    };
+    let roots = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(err("no CERTIFICATE block found".to_owned()));
+    }
+    Ok(roots)
 }
 
 /// Parses PEM text (a generated pair) into DER.
@@ -91,6 +125,7 @@ pub fn parse_pem(
 }
 
 pub use client_auth::cert_names;
+pub use reload::{watch, Contents, CurrentTls, TlsFiles};
 
 /// Who may connect, when `tls.client_ca` is set.
 #[derive(Clone, Debug)]
@@ -99,22 +134,6 @@ pub struct ClientAuth {
     pub roots: Vec<CertificateDer<'static>>,
     /// Names (CN or DNS SAN) of which the client certificate must carry one; empty: any.
     pub names: Vec<String>,
-}
-
-/// Reads the client CA bundle.
-pub fn load_client_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |message: String| TlsError::ClientCa {
-        path: path.to_owned(),
-        message,
-    };
-    let roots = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))?;
-    if roots.is_empty() {
-        return Err(err("no CERTIFICATE block found".to_owned()));
-    }
-    Ok(roots)
 }
 
 /// A rustls server configuration for one certificate chain and key, verifying client

@@ -94,6 +94,8 @@ pub struct TestServer {
     pub app: Arc<gatehouse::app::App>,
     /// The ops listener (plain HTTP, health routes), when `ops.listen` is set.
     pub ops_addr: Option<SocketAddr>,
+    /// The current TLS configuration and its reload counters.
+    pub tls: Option<Arc<gatehouse::tls::CurrentTls>>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -153,6 +155,7 @@ impl TestServer {
         let bound = gatehouse::server::bind(config, false).await.expect("bind");
         let addr = bound.local_addr();
         let ops_addr = bound.ops_addr();
+        let tls = bound.tls().cloned();
         let app = bound.app().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bound.serve(async {
@@ -164,6 +167,7 @@ impl TestServer {
             dir,
             app,
             ops_addr,
+            tls,
             shutdown: Some(tx),
             handle: Some(handle),
         }
