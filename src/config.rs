@@ -138,6 +138,9 @@ pub struct TlsConfig {
     pub client_names: Vec<String>,
     /// How often the files are read again; changed contents are taken into use without restart.
     pub reload_interval: HumanDuration,
+    /// Serve even if the key file is readable by other users (warned); for volumes whose mode
+    /// cannot be set.
+    pub allow_readable_key: bool,
 }
 
 impl Default for TlsConfig {
@@ -151,6 +154,7 @@ impl Default for TlsConfig {
             // within about a minute: 10s adds little to that, and a read of two small files
             // every 10s costs nothing.
             reload_interval: HumanDuration(Duration::from_secs(10)),
+            allow_readable_key: false,
         }
     }
 }

@@ -263,7 +263,7 @@ fn verify_chain(ca: &str, cert: &str, names: &[Name], at: SystemTime) -> Result<
 }
 
 /// A certificate's notAfter (seconds since the epoch), read with yasna, rcgen's DER library.
-fn not_after(der: &[u8]) -> Option<i64> {
+pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
     use yasna::tags::{TAG_GENERALIZEDTIME, TAG_UTCTIME};
     yasna::parse_der(der, |r| {
         r.read_sequence(|r| {

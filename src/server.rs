@@ -72,12 +72,14 @@ const OPS_MAX_CONNECTIONS: usize = 64;
 /// Builds everything from `config` and binds the socket. `insecure_http` serves plain HTTP.
 pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeError> {
     config.validate()?;
+    log_effective(&config, insecure_http);
     let mut reload = None;
     let (tls, generated_ca) = if insecure_http {
         (None, None)
     } else {
         match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
+                tls::check_key_mode(key, config.tls.allow_readable_key)?;
                 let files = tls::TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
@@ -150,6 +152,34 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
         ops,
         reload,
     })
+}
+
+/// Logs the configuration in effect (file and flags merged), without secrets: the break-glass
+/// value is only said to be set, and GitHub's URL (which could carry credentials) is left out.
+fn log_effective(config: &Config, insecure_http: bool) {
+    let tls = &config.tls;
+    let github = &config.authenticate.github;
+    tracing::info!(
+        listen = %config.listen,
+        ops_listen = ?config.ops.listen,
+        insecure_http,
+        tls_cert = ?tls.cert,
+        tls_key = ?tls.key,
+        tls_client_ca = ?tls.client_ca,
+        tls_client_names = ?tls.client_names,
+        tls_reload_interval = %tls.reload_interval,
+        tls_allow_readable_key = tls.allow_readable_key,
+        limits = ?config.limits,
+        routes = ?config.routes,
+        cache = ?config.cache,
+        policies = config.policies.len(),
+        mutations = config.mutations.len(),
+        gatekeeper_paths = ?config.gatekeeper.paths,
+        break_glass = config.break_glass.is_some(),
+        github_allowed_orgs = ?github.allowed_orgs,
+        github_groups = ?github.groups,
+        "effective configuration"
+    );
 }
 
 /// Binds `addr`; returns the socket and the address actually bound.

@@ -42,6 +42,14 @@ pub enum TlsError {
         /// What is wrong.
         message: String,
     },
+    /// The key file may be read by users other than its owner (see [`check_key_mode`]).
+    #[error("tls.key {path}: mode {mode:04o} lets other users read the private key; chmod 0600 it (0640 or 0440 if owned by root, as in a Secret volume with fsGroup and defaultMode 0440), or set tls.allow_readable_key / pass --allow-readable-key")]
+    KeyReadable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// rustls refused the pair (unsupported key type, key not matching the certificate).
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
@@ -66,6 +74,41 @@ pub fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
         return Err(format!("larger than {MAX_PEM_FILE} bytes"));
     }
     Ok(bytes)
+}
+
+/// Refuses a private key other users can read, with PostgreSQL's rule: never by others; by
+/// the group only when root owns the file, since then an administrator granted that group on
+/// purpose (a Kubernetes Secret volume with `fsGroup` is root-owned and always group-readable:
+/// the kubelet adds g+r to every file). `allow` turns the refusal into a warning, for volumes
+/// whose mode cannot be set. Follows symlinks (`tls.key -> ..data/tls.key`).
+pub fn check_key_mode(path: &Path, allow: bool) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).map_err(|e| TlsError::Key {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mode = meta.mode() & 0o7777;
+        let too_open = if meta.uid() == 0 {
+            mode & 0o007 != 0
+        } else {
+            mode & 0o077 != 0
+        };
+        if too_open {
+            if allow {
+                tracing::warn!(key = %path.display(), mode = format!("{mode:04o}"), "the private key is readable by other users; serving anyway because tls.allow_readable_key is set");
+            } else {
+                return Err(TlsError::KeyReadable {
+                    path: path.to_owned(),
+                    mode,
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, allow);
+    Ok(())
 }
 
 /// Parses a PEM certificate chain (leaf first); `path` names it in errors.

@@ -34,7 +34,7 @@ async fn serve(pki: &Issued, client_ca: &str, client_names: &str) -> TestServer 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |name: &str| dir.path().join(name);
     std::fs::write(path("tls.crt"), &pki.serving.cert).expect("write");
-    std::fs::write(path("tls.key"), &pki.serving.key).expect("write");
+    common::write_key(&path("tls.key"), &pki.serving.key);
     std::fs::write(path("client-ca.crt"), client_ca).expect("write");
     let names = if client_names.is_empty() {
         String::new()

@@ -26,7 +26,7 @@ fn publish(volume: &Path, version: u32, cert: &str, key: &str) {
     let dir = volume.join(&dir_name);
     std::fs::create_dir(&dir).expect("version dir");
     std::fs::write(dir.join("tls.crt"), cert).expect("write cert");
-    std::fs::write(dir.join("tls.key"), key).expect("write key");
+    common::write_key(&dir.join("tls.key"), key);
     let old = std::fs::read_link(volume.join("..data")).ok();
     let tmp = volume.join("..data_tmp");
     std::os::unix::fs::symlink(&dir_name, &tmp).expect("..data_tmp");
@@ -132,4 +132,44 @@ async fn a_broken_pair_is_refused_and_the_old_one_kept() {
     assert!(handshake_trusting(&server, &second.ca_pem).await);
     assert_eq!(tls.failures(), 3, "each broken version is reported once");
     server.stop().await;
+}
+
+/// Writes a pair with the key at `mode` and returns the config for it.
+fn config_with_key_mode(dir: &Path, mode: u32, extra: &str) -> gatehouse::config::Config {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = pair();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, &pki.cert_pem).expect("write cert");
+    common::write_key(&key, &pki.key_pem);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n{extra}",
+        cert.display(),
+        key.display()
+    );
+    gatehouse::config::Config::from_yaml(&yaml, "test").expect("config")
+}
+
+#[tokio::test]
+async fn a_world_readable_key_stops_startup_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The Kubernetes Secret volume default (0644).
+    let config = config_with_key_mode(dir.path(), 0o644, "");
+    let err = gatehouse::server::bind(config, false)
+        .await
+        .expect_err("a world-readable key must stop startup");
+    let message = err.to_string();
+    assert!(
+        message.contains("tls.key") && message.contains("0644"),
+        "{message}"
+    );
+    assert!(message.contains("allow_readable_key"), "{message}");
+
+    let config = config_with_key_mode(dir.path(), 0o644, "  allow_readable_key: true\n");
+    let bound = gatehouse::server::bind(config, false).await;
+    assert!(bound.is_ok(), "allowed explicitly: {:?}", bound.err());
+
+    let config = config_with_key_mode(dir.path(), 0o600, "");
+    let bound = gatehouse::server::bind(config, false).await;
+    assert!(bound.is_ok(), "0600: {:?}", bound.err());
 }

@@ -82,6 +82,17 @@ pub fn assert_shape_within(answer: &serde_json::Value, example: &str) {
     );
 }
 
+/// Writes a private key readable by its owner only, as gatehouse requires (`tls.key`).
+pub fn write_key(path: &std::path::Path, pem: &str) {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).expect("create key file");
+    file.write_all(pem.as_bytes()).expect("write key");
+}
+
 /// A running gatehouse.
 pub struct TestServer {
     /// Where it listens.
@@ -135,7 +146,7 @@ impl TestServer {
         let cert = dir.path().join("tls.crt");
         let key = dir.path().join("tls.key");
         std::fs::write(&cert, &pki.cert_pem).expect("write cert");
-        std::fs::write(&key, &pki.key_pem).expect("write key");
+        write_key(&key, &pki.key_pem);
         let yaml = format!(
             "listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n{extra_yaml}",
             cert.display(),
