@@ -26,8 +26,6 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /gatehouse /gatehouse
 # Numeric, so the kubelet can verify runAsNonRoot without reading /etc/passwd.
 USER 65532:65532
-# Webhooks (HTTPS).
-EXPOSE 8443
-# Probes and metrics move to a plain-HTTP ops listener with issue 9; then:
-# EXPOSE 9090
+# Webhooks (HTTPS), and the plain-HTTP ops listener for probes (ops.listen, off unless set).
+EXPOSE 8443 9090
 ENTRYPOINT ["/gatehouse", "serve"]

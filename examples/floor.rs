@@ -52,15 +52,29 @@ fn pki(dir: &Path) -> Result<(), Error> {
     let pki = gatehouse::certs::generate(&["localhost", "127.0.0.1"])?;
     std::fs::write(dir.join("ca.pem"), &pki.ca_pem)?;
     std::fs::write(dir.join("tls.crt"), &pki.cert_pem)?;
-    std::fs::write(dir.join("tls.key"), &pki.key_pem)?;
+    // Private to its owner: gatehouse refuses a key file others can read.
+    let mut key = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(&mut key, 0o600);
+    std::io::Write::write_all(
+        &mut key
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("tls.key"))?,
+        pki.key_pem.as_bytes(),
+    )?;
     Ok(())
 }
 
 fn serve(addr: &str, cert: &Path, key: &Path) -> Result<(), Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let addr: SocketAddr = addr.parse()?;
-    let (chain, key) = gatehouse::tls::load_pem_files(cert, key)?;
-    let acceptor = TlsAcceptor::from(gatehouse::tls::server_config(chain, key)?);
+    let (cert_pem, key_pem) = (
+        std::fs::read_to_string(cert)?,
+        std::fs::read_to_string(key)?,
+    );
+    let (chain, key) = gatehouse::tls::parse_pem(&cert_pem, &key_pem)?;
+    let acceptor = TlsAcceptor::from(gatehouse::tls::server_config(chain, key, None)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

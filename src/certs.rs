@@ -21,6 +21,13 @@ pub struct GeneratedPki {
     pub key_pem: String,
 }
 
+/// How long the pair `serve` generates lives: a development certificate, regenerated at every
+/// start, has no reason to outlive a week (rcgen's default runs to the year 4096).
+pub const GENERATED_VALIDITY: Validity = Validity {
+    ca: Duration::from_secs(7 * 24 * 3600),
+    leaf: Duration::from_secs(7 * 24 * 3600),
+};
+
 /// Generates a CA and a serving certificate for `names` (DNS names or IP addresses), as `serve`
 /// does at start when no certificate is configured.
 pub fn generate(names: &[&str]) -> Result<GeneratedPki, rcgen::Error> {
@@ -32,7 +39,7 @@ pub fn generate(names: &[&str]) -> Result<GeneratedPki, rcgen::Error> {
     let issued = issue(&Request {
         names: &names,
         key_type: KeyType::EcdsaP256,
-        validity: None,
+        validity: Some(GENERATED_VALIDITY),
         client: false,
     })?;
     Ok(GeneratedPki {
@@ -276,6 +283,22 @@ fn leaves(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_generated_pair_lives_days_not_centuries() {
+        use rustls_pki_types::pem::PemObject;
+        let pki = generate(&["localhost"]).unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for pem in [&pki.ca_pem, &pki.cert_pem] {
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            let not_after = crate::pki::not_after(der.as_ref()).unwrap();
+            let days = (not_after - now) / 86_400;
+            assert!((6..=7).contains(&days), "valid for {days} days");
+        }
+    }
 
     #[test]
     fn names_are_ips_or_dns_names() {

@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Serving private key (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve even if the private key file is readable by other users (warned), for volumes
+    /// whose mode cannot be set; same as `tls.allow_readable_key: true`.
+    #[arg(long)]
+    pub allow_readable_key: bool,
     /// Serve plain HTTP (local experiments only; the apiserver requires HTTPS).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub insecure_http: bool,
@@ -77,6 +81,7 @@ impl ServeArgs {
             listen,
             tls_cert,
             tls_key,
+            allow_readable_key,
             insecure_http: _,
             log_format,
         } = self;
@@ -89,6 +94,9 @@ impl ServeArgs {
         }
         if let Some(format) = log_format {
             config.log.format = *format;
+        }
+        if *allow_readable_key {
+            config.tls.allow_readable_key = true;
         }
     }
 }

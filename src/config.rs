@@ -53,6 +53,9 @@ pub struct Config {
     /// Gatekeeper ConstraintTemplates and constraints, beside the native policies.
     #[serde(deserialize_with = "null_as_default")]
     pub gatekeeper: GatekeeperConfig,
+    /// The plain-HTTP listener for probes (no client certificate needed).
+    #[serde(deserialize_with = "null_as_default")]
+    pub ops: OpsConfig,
 }
 
 /// A section left empty (`tls:` with every key commented out) is YAML null: read it as defaults.
@@ -78,20 +81,54 @@ impl Default for Config {
             mutations: Vec::new(),
             authenticate: AuthenticateConfig::default(),
             gatekeeper: GatekeeperConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }
 
 /// `tls:`: PEM files; with neither, gatehouse generates a certificate at start.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Certificate chain (PEM), leaf first.
     pub cert: Option<PathBuf>,
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key: Option<PathBuf>,
-    /// CA bundle (PEM) for client certificates; reserved for mTLS.
+    /// CA bundle (PEM) for client certificates: when set, every TLS client must present a
+    /// certificate chained to it (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// Names (CN or DNS SAN) a client certificate must carry, one of; empty: any name.
+    pub client_names: Vec<String>,
+    /// How often the files are read again; changed contents are taken into use without restart.
+    pub reload_interval: HumanDuration,
+    /// Serve even if the key file is readable by other users (warned); for volumes whose mode
+    /// cannot be set.
+    pub allow_readable_key: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            client_ca: None,
+            client_names: Vec::new(),
+            // cert-manager renews weeks before expiry and the kubelet refreshes a Secret volume
+            // within about a minute: 10s adds little to that, and a read of two small files
+            // every 10s costs nothing.
+            reload_interval: HumanDuration(Duration::from_secs(10)),
+            allow_readable_key: false,
+        }
+    }
+}
+
+/// `ops:`: a plain-HTTP listener serving only `/healthz` and `/readyz`, for kubelet probes
+/// (and Prometheus), which present no client certificate.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Address of the ops listener; off when absent.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `limits:`: bounds on what one request may cost.
@@ -228,11 +265,32 @@ impl Config {
             }
             _ => {}
         }
-        if self.tls.client_ca.is_some() {
+        if !self.tls.client_names.is_empty() && self.tls.client_ca.is_none() {
             return Err(ConfigError::invalid(
-                "tls.client_ca",
-                "client certificate verification (mTLS) is not implemented yet; remove the key",
+                "tls.client_names",
+                "names are checked on client certificates, which are asked for only when \
+                 tls.client_ca is set",
             ));
+        }
+        if self.tls.client_names.iter().any(|n| n.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                "tls.client_names",
+                "an empty name matches nothing",
+            ));
+        }
+        if self.tls.reload_interval.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "tls.reload_interval",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(ops) = self.ops.listen {
+            if ops == self.listen && ops.port() != 0 {
+                return Err(ConfigError::invalid(
+                    "ops.listen",
+                    "must differ from listen",
+                ));
+            }
         }
         if self.limits.max_body.0 == 0 {
             return Err(ConfigError::invalid(

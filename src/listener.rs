@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::error::Response;
+use crate::tls::CurrentTls;
 use activity::{Activity, CloseRequest, Deadlines, Verdict};
 use registry::{Admission, Registry};
 use track::{Tracked, WatchedIo};
@@ -32,8 +33,9 @@ use track::{Tracked, WatchedIo};
 /// How connections are served.
 #[derive(Clone, Debug)]
 pub struct ListenerOptions {
-    /// TLS configuration; `None` only with `--insecure-http`.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS configuration, read at each handshake (it may be reloaded); `None` with
+    /// `--insecure-http` and on the ops listener.
+    pub tls: Option<Arc<CurrentTls>>,
     /// Bound on the TLS handshake and on the wait for a connection's first request.
     pub handshake_timeout: Duration,
     /// Bound on a connection with no request in flight (and on reading request headers).
@@ -136,7 +138,7 @@ pub async fn serve<S>(
 {
     let registry = Registry::new(options.max_connections);
     let protocols = Arc::new(Protocols::new(&options));
-    let acceptor = options.tls.clone().map(TlsAcceptor::from);
+    let tls = options.tls.clone();
     let deadlines = Deadlines {
         first_request: options.handshake_timeout * 2,
         idle: options.idle_timeout,
@@ -168,7 +170,8 @@ pub async fn serve<S>(
         let registry = registry.clone();
         let protocols = protocols.clone();
         let service = service.clone();
-        let acceptor = acceptor.clone();
+        // The configuration current at accept: this connection keeps it if the files rotate.
+        let acceptor = tls.as_ref().map(|tls| TlsAcceptor::from(tls.get()));
         let handshake_timeout = options.handshake_timeout;
         tokio::spawn(
             async move {

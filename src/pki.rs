@@ -263,7 +263,7 @@ fn verify_chain(ca: &str, cert: &str, names: &[Name], at: SystemTime) -> Result<
 }
 
 /// A certificate's notAfter (seconds since the epoch), read with yasna, rcgen's DER library.
-fn not_after(der: &[u8]) -> Option<i64> {
+pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
     use yasna::tags::{TAG_GENERALIZEDTIME, TAG_UTCTIME};
     yasna::parse_der(der, |r| {
         r.read_sequence(|r| {
@@ -395,8 +395,17 @@ mod tests {
         assert!((ca - (now + 10 * 86_400)).abs() < 60, "{ca} vs {now}");
         assert!((leaf - (now + 3 * 86_400)).abs() < 60, "{leaf} vs {now}");
         // Past 2049 X.509 switches to GeneralizedTime.
-        let far = certs::generate(&["x"]).unwrap();
-        assert!(not_after(&der(&far.ca_pem)).unwrap() > 4_000_000_000);
+        let far = certs::issue(&certs::Request {
+            names: &[Name::Dns("x".into())],
+            key_type: certs::KeyType::EcdsaP256,
+            validity: Some(Validity {
+                ca: DAY * 36_500,
+                leaf: DAY,
+            }),
+            client: false,
+        })
+        .unwrap();
+        assert!(not_after(&der(&far.ca.cert)).unwrap() > 4_000_000_000);
         assert_eq!(not_after(b"not DER"), None);
     }
 

@@ -298,6 +298,7 @@ pub fn keep_restart_only(new: &mut Config, running: &Config) -> Vec<&'static str
     }
     keep!(listen => "listen");
     keep!(tls => "tls");
+    keep!(ops => "ops");
     keep!(limits.max_body => "limits.max_body");
     keep!(limits.request_timeout => "limits.request_timeout");
     keep!(limits.handshake_timeout => "limits.handshake_timeout");

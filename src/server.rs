@@ -1,4 +1,7 @@
-//! Wiring: configuration → shared state → TLS → bound socket → listener with the stack.
+//! Wiring: configuration → shared state → TLS → bound socket → listener with the stack, and the
+//! ops listener (health routes over plain HTTP) beside it.
+
+mod ops;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use crate::config_error::ConfigError;
 use crate::error::Response;
 use crate::listener::{self, ListenerOptions};
 use crate::reload::{CurrentApp, CurrentHandlers};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, CurrentTls, TlsError};
 
 /// Why gatehouse could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -44,34 +47,92 @@ pub struct Bound {
     options: ListenerOptions,
     local_addr: SocketAddr,
     generated_ca: Option<String>,
+    ops: Option<(TcpListener, SocketAddr)>,
+    reload: Option<Reload>,
 }
+
+/// What the certificate reload task needs (configured files only; a generated pair is fixed).
+struct Reload {
+    files: tls::TlsFiles,
+    contents: tls::Contents,
+    current: Arc<CurrentTls>,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the contents: they hold the key.
+        f.debug_struct("Reload")
+            .field("files", &self.files)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connections the ops listener serves at once: a few probes and a scraper.
+const OPS_MAX_CONNECTIONS: usize = 64;
 
 /// Builds everything from `config` and binds the socket. `insecure_http` serves plain HTTP.
 pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeError> {
     config.validate()?;
+    log_effective(&config, insecure_http);
+    let mut reload = None;
     let (tls, generated_ca) = if insecure_http {
         (None, None)
     } else {
         match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
-                let (chain, key) = tls::load_pem_files(cert, key)?;
-                (Some(tls::server_config(chain, key)?), None)
+                tls::check_key_mode(key, config.tls.allow_readable_key)?;
+                let files = tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: config.tls.client_ca.clone(),
+                    client_names: config.tls.client_names.clone(),
+                };
+                let (contents, server_config) = files.load()?;
+                let current = Arc::new(CurrentTls::new(server_config));
+                reload = Some(Reload {
+                    files,
+                    contents,
+                    current: current.clone(),
+                    interval: config.tls.reload_interval.0,
+                });
+                (Some(current), None)
             }
             _ => {
+                let client = match &config.tls.client_ca {
+                    Some(path) => {
+                        let pem =
+                            tls::read_pem_file(path).map_err(|message| TlsError::ClientCa {
+                                path: path.clone(),
+                                message,
+                            })?;
+                        Some(tls::ClientAuth {
+                            roots: tls::parse_client_ca(&pem, path)?,
+                            names: config.tls.client_names.clone(),
+                        })
+                    }
+                    None => None,
+                };
                 let pki =
                     certs::generate(&default_names(config.listen)).map_err(TlsError::Generate)?;
                 let (chain, key) = tls::parse_pem(&pki.cert_pem, &pki.key_pem)?;
-                (Some(tls::server_config(chain, key)?), Some(pki.ca_pem))
+                let server_config = tls::server_config(chain, key, client.as_ref())?;
+                (
+                    Some(Arc::new(CurrentTls::new(server_config))),
+                    Some(pki.ca_pem),
+                )
             }
         }
     };
-    let addr = config.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let (listener, local_addr) = bind_addr(config.listen).await?;
+    let ops = match config.ops.listen {
+        Some(addr) => Some(bind_addr(addr).await?),
+        None => None,
+    };
+    if config.tls.client_ca.is_some() && ops.is_none() {
+        tracing::warn!("tls.client_ca is set and ops.listen is not: kubelet probes present no client certificate and will fail; set ops.listen and point the probes at it");
+    }
     let options = ListenerOptions {
         tls,
         handshake_timeout: config.limits.handshake_timeout.0,
@@ -91,6 +152,8 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
         options,
         local_addr,
         generated_ca,
+        ops,
+        reload,
     })
 }
 
@@ -115,6 +178,45 @@ where
     crate::stack::build(limits, routes, CurrentHandlers::new(current.clone()))
 }
 
+/// Logs the configuration in effect (file and flags merged), without secrets: the break-glass
+/// value is only said to be set, and GitHub's URL (which could carry credentials) is left out.
+fn log_effective(config: &Config, insecure_http: bool) {
+    let tls = &config.tls;
+    let github = &config.authenticate.github;
+    tracing::info!(
+        listen = %config.listen,
+        ops_listen = ?config.ops.listen,
+        insecure_http,
+        tls_cert = ?tls.cert,
+        tls_key = ?tls.key,
+        tls_client_ca = ?tls.client_ca,
+        tls_client_names = ?tls.client_names,
+        tls_reload_interval = %tls.reload_interval,
+        tls_allow_readable_key = tls.allow_readable_key,
+        limits = ?config.limits,
+        routes = ?config.routes,
+        cache = ?config.cache,
+        policies = config.policies.len(),
+        mutations = config.mutations.len(),
+        gatekeeper_paths = ?config.gatekeeper.paths,
+        break_glass = config.break_glass.is_some(),
+        github_allowed_orgs = ?github.allowed_orgs,
+        github_groups = ?github.groups,
+        "effective configuration"
+    );
+}
+
+/// Binds `addr`; returns the socket and the address actually bound.
+async fn bind_addr(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
 /// Names for a generated certificate: localhost, loopback, and the listen address if specific.
 fn default_names(listen: SocketAddr) -> Vec<&'static str> {
     let mut names = vec!["localhost", "127.0.0.1", "::1"];
@@ -130,6 +232,16 @@ impl Bound {
     /// The address actually bound (the port is chosen by the OS for `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The ops listener's address, when `ops.listen` is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The current TLS configuration and its reload counters; `None` with `--insecure-http`.
+    pub fn tls(&self) -> Option<&Arc<CurrentTls>> {
+        self.options.tls.as_ref()
     }
 
     /// The generated CA certificate (PEM), when no certificate was configured.
@@ -155,6 +267,11 @@ impl Bound {
             "http"
         };
         let mut out = format!("gatehouse listening on {scheme}://{}\n", self.local_addr);
+        if let Some(addr) = self.ops_addr() {
+            out.push_str(&format!(
+                "health probes on http://{addr} (/healthz, /readyz)\n"
+            ));
+        }
         if let Some(ca) = &self.generated_ca {
             let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
             out.push_str("generated a serving certificate for localhost, 127.0.0.1 and ::1; trust this CA:\n");
@@ -168,6 +285,8 @@ impl Bound {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let current = self.current.clone();
+        // Readiness is one flag shared by every App a reload builds, so any App serves probes.
+        let ops_app = self.current.load_full();
         let service = service(self.current);
         let drain = async move {
             shutdown.await;
@@ -175,6 +294,36 @@ impl Bound {
             // flag is shared by every App a reload builds.
             current.load().set_draining();
         };
+        // The ops listener outlives the webhook listener's drain, so probes see /readyz turn
+        // 503 while in-flight webhook requests finish.
+        let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ops_task = self.ops.map(|(ops_listener, _)| {
+            let options = ListenerOptions {
+                tls: None,
+                max_connections: OPS_MAX_CONNECTIONS,
+                drain_timeout: Duration::from_secs(1),
+                ..self.options.clone()
+            };
+            let stop = async move {
+                let _ = ops_stopped.await;
+            };
+            tokio::spawn(listener::serve(
+                ops_listener,
+                ops::service(ops_app),
+                options,
+                stop,
+            ))
+        });
+        let reload = self
+            .reload
+            .map(|r| tokio::spawn(tls::watch(r.files, r.current, r.contents, r.interval)));
         listener::serve(self.listener, service, self.options, drain).await;
+        if let Some(task) = reload {
+            task.abort();
+        }
+        let _ = stop_ops.send(());
+        if let Some(task) = ops_task {
+            let _ = task.await;
+        }
     }
 }

@@ -317,8 +317,18 @@ fn certs_renew_keeps_the_ca_and_so_the_ca_bundle() {
     assert_eq!(read(pki.join("tls.crt")), new);
 
     // A CA whose key is not the one in ca.key (ca.crt from elsewhere): refused.
-    let other = gatehouse::certs::generate(&["x"]).expect("other CA");
-    std::fs::write(pki.join("ca.crt"), other.ca_pem).expect("swap ca.crt");
+    // Long-lived, so the CA's own end is not what refuses it.
+    let other = gatehouse::certs::issue(&gatehouse::certs::Request {
+        names: &[gatehouse::certs::Name::Dns("x".into())],
+        key_type: gatehouse::certs::KeyType::EcdsaP256,
+        validity: Some(gatehouse::certs::Validity {
+            ca: 3650 * day,
+            leaf: day,
+        }),
+        client: false,
+    })
+    .expect("other CA");
+    std::fs::write(pki.join("ca.crt"), other.ca.cert).expect("swap ca.crt");
     let mismatched = gatehouse(dir.path(), &["certs", "--renew"], None);
     assert_eq!(mismatched.status.code(), Some(1));
     assert!(

@@ -153,8 +153,9 @@ fn deployment_is_hardened_and_highly_available() {
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"], path);
-        assert_eq!(get["scheme"], "HTTPS");
-        assert_eq!(get["port"], "webhook");
+        // The ops listener: the kubelet has no client certificate for the webhook port.
+        assert_eq!(get["scheme"], "HTTP");
+        assert_eq!(get["port"], "ops");
     }
 }
 
@@ -165,6 +166,8 @@ fn configmap_config_loads_and_matches_the_deployment() {
     let container = &pod["containers"][0];
     let port = &container["ports"][0];
     assert_eq!(port["name"], "webhook");
+    let ops_port = &container["ports"][1];
+    assert_eq!(ops_port["name"], "ops");
 
     let config = gatehouse_config(&read("deploy/base/config.yaml"));
     assert_eq!(
@@ -175,6 +178,13 @@ fn configmap_config_loads_and_matches_the_deployment() {
         config.listen.ip().is_unspecified(),
         "must listen on the pod IP"
     );
+    // The probes' port is the ops listener's.
+    let ops = config.ops.listen.expect("ops.listen set for the probes");
+    assert_eq!(
+        Some(ops.port()),
+        ops_port["containerPort"].as_u64().map(|p| p as u16)
+    );
+    assert!(ops.ip().is_unspecified(), "the kubelet probes the pod IP");
     // Both webhook configurations are registered: both routes must answer.
     assert!(config.routes.validate && config.routes.mutate);
 
@@ -296,13 +306,19 @@ fn service_and_webhooks_point_at_the_pods_and_routes() {
             }
         }
     }
-    // Only the webhook port is open.
+    // Only the webhook and ops ports are open.
     let policy = find(&objects, "NetworkPolicy");
     assert_eq!(
         policy["spec"]["podSelector"]["matchLabels"],
         service["spec"]["selector"]
     );
-    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8443);
+    assert_eq!(
+        policy["spec"]["ingress"][0]["ports"],
+        serde_json::json!([
+            {"port": 8443, "protocol": "TCP"},
+            {"port": 9090, "protocol": "TCP"}
+        ])
+    );
     let pdb = find(&objects, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
 }
@@ -466,7 +482,7 @@ fn dockerfile_builds_release_onto_a_nonroot_base() {
         Some("65532:65532"),
         "numeric, non-root"
     );
-    assert_eq!(of("EXPOSE"), ["8443"]);
+    assert_eq!(of("EXPOSE"), ["8443 9090"]);
     assert_eq!(of("ENTRYPOINT"), [r#"["/gatehouse", "serve"]"#]);
     let ignore = read(".dockerignore");
     for entry in ["target", ".git", "pki"] {
@@ -598,4 +614,124 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).expect("copy");
         }
     }
+}
+
+#[test]
+fn mtls_overlay_admits_only_the_apiserver_and_tells_it_which_certificate_to_present() {
+    let overlay = yaml("deploy/overlays/mtls/kustomization.yaml");
+    assert_eq!(
+        overlay["resources"],
+        serde_json::json!(["../../base", "pki/secret.yaml"])
+    );
+    assert_eq!(overlay["configMapGenerator"][0]["name"], "gatehouse-config");
+    assert_eq!(overlay["configMapGenerator"][0]["behavior"], "replace");
+    assert_eq!(
+        overlay["replacements"][0]["source"]["fieldPath"],
+        "data.ca\\.crt"
+    );
+    assert_eq!(
+        read("deploy/overlays/mtls/.gitignore").trim(),
+        "pki/",
+        "keys never reach git"
+    );
+
+    // The base's configuration plus the client CA (the Secret's ca.crt, under the TLS mount)
+    // and the apiserver's name; nothing else differs.
+    let base = gatehouse_config(&read("deploy/base/config.yaml"));
+    let mtls = gatehouse_config(&read("deploy/overlays/mtls/config.yaml"));
+    assert_eq!(mtls.tls.client_ca, Some("/etc/gatehouse/tls/ca.crt".into()));
+    assert_eq!(
+        mtls.tls.client_names,
+        [gatehouse::certs::CLIENT_COMMON_NAME]
+    );
+    assert_eq!(mtls.ops.listen, base.ops.listen, "probes need the ops port");
+    let strip = |yaml: String| -> Vec<String> {
+        yaml.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter(|l| !l.contains("client_ca:") && !l.contains("client_names:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        strip(read("deploy/overlays/mtls/config.yaml")),
+        strip(read("deploy/base/config.yaml"))
+    );
+
+    // kube-apiserver's side: both webhook plugins read the kubeconfig, whose user is named after
+    // the Service's DNS name (port 443) and holds the client pair.
+    let admission = yaml("deploy/overlays/mtls/apiserver/admission-config.yaml");
+    assert_eq!(admission["kind"], "AdmissionConfiguration");
+    let plugins: Vec<&str> = admission["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        plugins,
+        ["ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"]
+    );
+    for plugin in admission["plugins"].as_array().expect("plugins") {
+        assert_eq!(
+            plugin["configuration"]["kind"],
+            "WebhookAdmissionConfiguration"
+        );
+        assert_eq!(
+            plugin["configuration"]["kubeConfigFile"],
+            "/etc/kubernetes/gatehouse/webhook-client.kubeconfig"
+        );
+    }
+    let kubeconfig = yaml("deploy/overlays/mtls/apiserver/webhook-client.kubeconfig");
+    let service = find(&base_objects(), "Service").clone();
+    let user = &kubeconfig["users"][0];
+    assert_eq!(
+        user["name"],
+        format!(
+            "{}.gatehouse.svc",
+            service["metadata"]["name"].as_str().expect("name")
+        )
+    );
+    assert_eq!(
+        service["spec"]["ports"][0]["port"], 443,
+        "no :port in the name"
+    );
+    assert!(user["user"]["client-certificate"].is_string());
+    assert!(user["user"]["client-key"].is_string());
+}
+
+#[test]
+fn kubectl_kustomize_renders_the_mtls_overlay_with_the_client_ca_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&root().join("deploy"), &dir.path().join("deploy"));
+    let overlay = dir.path().join("deploy/overlays/mtls");
+    let pki = overlay.join("pki");
+    let run = gatehouse(&[
+        "certs",
+        "--out-dir",
+        pki.to_str().expect("utf-8"),
+        "--secret",
+        "gatehouse-tls",
+        "--client",
+    ]);
+    assert!(run.status.success(), "{run:?}");
+    let Some(objects) = kustomize(&overlay) else {
+        return;
+    };
+    rendered_config_loads(&objects);
+    // One ConfigMap: the overlay's replaced the base's, and it is the one mounted.
+    let configmaps: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .collect();
+    assert_eq!(configmaps.len(), 1);
+    let config = gatehouse_config(
+        configmaps[0]["data"]["config.yaml"]
+            .as_str()
+            .expect("config.yaml"),
+    );
+    assert!(config.tls.client_ca.is_some());
+    let bundle = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(pki.join("ca.crt")).expect("ca.crt"));
+    let hook = &find(&objects, "ValidatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(hook["clientConfig"]["caBundle"], bundle.as_str());
 }

@@ -368,7 +368,7 @@ impl Spawned {
         let cert = dir.path().join("tls.crt");
         let key = dir.path().join("tls.key");
         std::fs::write(&cert, &pki.cert_pem).expect("write cert");
-        std::fs::write(&key, &pki.key_pem).expect("write key");
+        common::write_key(&key, &pki.key_pem);
         // A port the OS just handed out; the server binds it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

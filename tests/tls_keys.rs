@@ -30,6 +30,15 @@ fn cert_for(pkcs8: &str, alg: &'static SignatureAlgorithm) -> (String, String) {
     (ca_pem, cert_pem)
 }
 
+/// The key `name` copied into `dir` readable by its owner only, as gatehouse requires (a
+/// checkout leaves tests/data/keys 0644).
+fn private_key(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join("tls.key");
+    let pem = std::fs::read_to_string(key_path(name)).expect("key file");
+    common::write_key(&path, &pem);
+    path
+}
+
 /// A config serving `cert` with `key` on an ephemeral port.
 fn config(cert: &Path, key: &Path) -> gatehouse::config::Config {
     let yaml = format!(
@@ -45,7 +54,7 @@ async fn serves_with(served_key: &str, pkcs8: &str, alg: &'static SignatureAlgor
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("tls.crt");
     std::fs::write(&cert, cert_pem).expect("write cert");
-    let config = config(&cert, &key_path(served_key));
+    let config = config(&cert, &private_key(dir.path(), served_key));
     let server = TestServer::start_with(config, ca_pem, dir).await;
     for proto in [Proto::Http1, Proto::Http2] {
         let answer = server.client(proto).await.get("/healthz").await;
@@ -94,7 +103,7 @@ async fn key_not_matching_the_certificate_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("tls.crt");
     std::fs::write(&cert, cert_pem).expect("write cert");
-    let config = config(&cert, &key_path("p384.pkcs8.pem"));
+    let config = config(&cert, &private_key(dir.path(), "p384.pkcs8.pem"));
     let err = gatehouse::server::bind(config, false)
         .await
         .expect_err("mismatched pair");
@@ -107,7 +116,7 @@ async fn a_key_file_without_a_key_is_refused_naming_tls_key() {
     let cert = dir.path().join("tls.crt");
     let key = dir.path().join("tls.key");
     std::fs::write(&cert, cert_for("p256.pkcs8.pem", &PKCS_ECDSA_P256_SHA256).1).expect("cert");
-    std::fs::write(&key, "not a key\n").expect("key");
+    common::write_key(&key, "not a key\n");
     let config = config(&cert, &key);
     let err = gatehouse::server::bind(config, false)
         .await

@@ -82,6 +82,17 @@ pub fn assert_shape_within(answer: &serde_json::Value, example: &str) {
     );
 }
 
+/// Writes a private key readable by its owner only, as gatehouse requires (`tls.key`).
+pub fn write_key(path: &std::path::Path, pem: &str) {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).expect("create key file");
+    file.write_all(pem.as_bytes()).expect("write key");
+}
+
 /// A running gatehouse.
 pub struct TestServer {
     /// Where it listens.
@@ -92,6 +103,10 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     /// The server's shared state (for counters).
     pub app: Arc<gatehouse::app::App>,
+    /// The ops listener (plain HTTP, health routes), when `ops.listen` is set.
+    pub ops_addr: Option<SocketAddr>,
+    /// The current TLS configuration and its reload counters.
+    pub tls: Option<Arc<gatehouse::tls::CurrentTls>>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -103,6 +118,16 @@ pub enum Proto {
     Http1,
     /// `h2`
     Http2,
+}
+
+impl Proto {
+    /// Its ALPN protocol name.
+    pub fn alpn(self) -> &'static [u8] {
+        match self {
+            Proto::Http1 => b"http/1.1",
+            Proto::Http2 => b"h2",
+        }
+    }
 }
 
 /// Both versions, for tests that run over each.
@@ -121,7 +146,7 @@ impl TestServer {
         let cert = dir.path().join("tls.crt");
         let key = dir.path().join("tls.key");
         std::fs::write(&cert, &pki.cert_pem).expect("write cert");
-        std::fs::write(&key, &pki.key_pem).expect("write key");
+        write_key(&key, &pki.key_pem);
         let yaml = format!(
             "listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n{extra_yaml}",
             cert.display(),
@@ -140,6 +165,8 @@ impl TestServer {
         install_provider();
         let bound = gatehouse::server::bind(config, false).await.expect("bind");
         let addr = bound.local_addr();
+        let ops_addr = bound.ops_addr();
+        let tls = bound.tls().cloned();
         let app = bound.app().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bound.serve(async {
@@ -150,6 +177,8 @@ impl TestServer {
             ca_pem,
             dir,
             app,
+            ops_addr,
+            tls,
             shutdown: Some(tx),
             handle: Some(handle),
         }
@@ -231,11 +260,18 @@ pub fn tls_client_config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig>
 impl Client {
     /// Connects over TLS and performs the HTTP handshake for `proto`.
     pub async fn connect(addr: SocketAddr, ca_pem: &str, proto: Proto) -> Self {
-        let alpn: &[u8] = match proto {
-            Proto::Http1 => b"http/1.1",
-            Proto::Http2 => b"h2",
-        };
-        let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca_pem, alpn));
+        Self::connect_with(addr, tls_client_config(ca_pem, proto.alpn()), proto).await
+    }
+
+    /// Connects with a ready TLS configuration (a client certificate, say) offering
+    /// `proto.alpn()`.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        proto: Proto,
+    ) -> Self {
+        let alpn = proto.alpn();
+        let connector = tokio_rustls::TlsConnector::from(config);
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let tls = connector
             .connect(ServerName::try_from("localhost").expect("name"), tcp)
