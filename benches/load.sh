@@ -50,7 +50,8 @@ address_in() {
     local file=$1 pattern=$2
     for _ in $(seq 200); do
         local line
-        line=$(grep -m1 -o "$pattern https\?://[0-9.:]*" "$file" 2>/dev/null || true)
+        # Text ("... on https://host:port") or a JSON event ("listen":"https://host:port").
+        line=$(grep -m1 "$pattern" "$file" 2>/dev/null | grep -o "https\?://[0-9.:]*" | head -n1 || true)
         if [ -n "$line" ]; then
             echo "${line##*://}"
             return
@@ -92,7 +93,7 @@ start_gatehouse() {
         >"$RUN/gatehouse-$name.log" 2>&1 &
     PIDS+=($!)
     GATEHOUSE_PID[$name]=$!
-    GATEHOUSE_ADDR[$name]=$(address_in "$RUN/gatehouse-$name.log" "gatehouse listening on")
+    GATEHOUSE_ADDR[$name]=$(address_in "$RUN/gatehouse-$name.log" "gatehouse listening")
 }
 start_gatehouse policies config/examples/policies.yaml
 start_gatehouse mutations config/examples/mutations.yaml
