@@ -315,7 +315,7 @@ const UPSTREAM_IMAGE: &str = "imagepolicy.k8s.io.v1alpha1.ImageReview.json";
 #[test]
 #[ignore = "reads the upstream kubernetes/api fixtures, which are not in the repository: \
             GATEHOUSE_UPSTREAM_FIXTURES=<dir> cargo test --test fixtures -- --ignored \
-            (.ci/run does this when ../shared/fixtures/k8s-api exists)"]
+            (.ci/run does this when shared/fixtures/k8s-api exists beside the clone)"]
 fn upstream_fixtures_round_trip() {
     for name in UPSTREAM_ADMISSION {
         let bytes = upstream_fixture(name);
@@ -364,7 +364,7 @@ fn upstream_fixtures_round_trip() {
 #[tokio::test]
 #[ignore = "reads the upstream kubernetes/api fixtures, which are not in the repository: \
             GATEHOUSE_UPSTREAM_FIXTURES=<dir> cargo test --test fixtures -- --ignored \
-            (.ci/run does this when ../shared/fixtures/k8s-api exists)"]
+            (.ci/run does this when shared/fixtures/k8s-api exists beside the clone)"]
 async fn upstream_fixtures_are_answered_by_every_route() {
     let mock = MockGithub::start().await;
     let config = format!(

@@ -35,7 +35,7 @@ pub fn upstream_fixture(name: &str) -> Vec<u8> {
     let Some(dir) = std::env::var_os(UPSTREAM_FIXTURES_VAR) else {
         panic!(
             "{UPSTREAM_FIXTURES_VAR} is not set: point it at the kubernetes/api testdata \
-             directory (CI: ../shared/fixtures/k8s-api) to run the upstream fixture tests"
+             directory (CI: shared/fixtures/k8s-api beside the clone) to run the upstream fixture tests"
         );
     };
     let path = PathBuf::from(dir).join(name);
