@@ -51,8 +51,8 @@ pub fn generate(names: &[&str]) -> Result<GeneratedPki, rcgen::Error> {
 
 /// The key algorithm of generated keys.
 ///
-/// No RSA: rcgen generates RSA keys only with the aws-lc-rs backend, and gatehouse uses ring
-/// alone (no C/cmake build). ECDSA P-256 is accepted by every kube-apiserver and client.
+/// ECDSA P-256 is accepted by every kube-apiserver and client; RSA 2048 is for PKIs that
+/// require it (generated with RustCrypto's `rsa`: ring signs with RSA but cannot generate keys).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum KeyType {
     /// ECDSA on P-256 with SHA-256.
@@ -60,6 +60,8 @@ pub enum KeyType {
     EcdsaP256,
     /// ECDSA on P-384 with SHA-384.
     EcdsaP384,
+    /// RSA 2048 with PKCS#1 v1.5 and SHA-256.
+    Rsa2048,
 }
 
 impl KeyType {
@@ -67,6 +69,24 @@ impl KeyType {
         match self {
             Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Self::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+
+    /// A new key of this type.
+    fn generate(self) -> Result<KeyPair, rcgen::Error> {
+        match self {
+            Self::EcdsaP256 | Self::EcdsaP384 => KeyPair::generate_for(self.algorithm()),
+            Self::Rsa2048 => {
+                use rsa::pkcs8::EncodePrivateKey;
+                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+                    .map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+                let der = key
+                    .to_pkcs8_der()
+                    .map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+                let der = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+                KeyPair::from_pkcs8_der_and_sign_algo(&der, self.algorithm())
+            }
         }
     }
 
@@ -75,6 +95,7 @@ impl KeyType {
         match self {
             Self::EcdsaP256 => "ECDSA P-256",
             Self::EcdsaP384 => "ECDSA P-384",
+            Self::Rsa2048 => "RSA 2048",
         }
     }
 }
@@ -192,7 +213,7 @@ fn ca_params(ca_key: &KeyPair) -> Result<CertificateParams, rcgen::Error> {
 
 /// Issues a CA, a serving certificate and optionally a client certificate.
 pub fn issue(request: &Request<'_>) -> Result<Issued, rcgen::Error> {
-    let ca_key = KeyPair::generate_for(request.key_type.algorithm())?;
+    let ca_key = request.key_type.generate()?;
     let mut ca = ca_params(&ca_key)?;
     if let Some(v) = request.validity {
         window(&mut ca, SystemTime::now(), v.ca);
@@ -225,10 +246,9 @@ fn leaves(
     request: &Request<'_>,
     issuer: &Issuer<'_, KeyPair>,
 ) -> Result<(Pair, Option<Pair>), rcgen::Error> {
-    let alg = request.key_type.algorithm();
     let now = SystemTime::now();
 
-    let key = KeyPair::generate_for(alg)?;
+    let key = request.key_type.generate()?;
     let mut leaf = CertificateParams::new(Vec::<String>::new())?;
     // Clients match the SANs; the common name is only a label (at most 64 characters).
     let common_name = request
@@ -259,7 +279,7 @@ fn leaves(
     };
 
     let client = if request.client {
-        let key = KeyPair::generate_for(alg)?;
+        let key = request.key_type.generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
             .distinguished_name

@@ -121,8 +121,7 @@ pub struct CertsArgs {
     /// mTLS.
     #[arg(long)]
     pub client: bool,
-    /// Key algorithm (RSA is not offered: ring, gatehouse's only crypto backend, cannot
-    /// generate RSA keys).
+    /// Key algorithm: ECDSA P-256 (default), P-384, or RSA 2048 where a PKI requires RSA.
     #[arg(long, value_enum, value_name = "TYPE", default_value_t)]
     pub key_type: KeyType,
     /// Days the serving and client certificates are valid.

@@ -201,6 +201,44 @@ async fn certs_for_an_ip_and_p384_serve_http1_and_h2() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn certs_with_rsa_2048_keys_serve_verified_handshakes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = gatehouse(
+        dir.path(),
+        &[
+            "certs",
+            "--name",
+            "localhost",
+            "--key-type",
+            "rsa2048",
+            "--client",
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).contains("RSA 2048"), "{}", stdout(&run));
+    // rsaEncryption (1.2.840.113549.1.1.1) in each certificate's public key.
+    const RSA_ENCRYPTION: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+    ];
+    for file in ["ca.crt", "tls.crt", "client.crt"] {
+        let pem = std::fs::read(dir.path().join("pki").join(file)).expect(file);
+        let der = CertificateDer::from_pem_slice(&pem).expect(file);
+        assert!(
+            der.windows(RSA_ENCRYPTION.len())
+                .any(|w| w == RSA_ENCRYPTION),
+            "{file} has no RSA key"
+        );
+    }
+    let server = serve(&dir.path().join("pki"), "").await;
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        assert_eq!(client.get("/healthz").await.status, 200, "{proto:?}");
+    }
+    server.stop().await;
+}
+
 #[cfg(unix)]
 #[test]
 fn certs_keys_are_0600_and_nothing_is_overwritten_without_force() {
