@@ -74,13 +74,7 @@ async fn validate(client: &mut Client, version: &str, image: &str) -> Validated 
             pod_review(version, "uid-1", "default", &[image]),
         )
         .await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let json = answer.json();
+    let json = answer.ok_json();
     assert_eq!(json["apiVersion"], version);
     let response = &json["response"];
     assert_eq!(response["uid"], "uid-1");
@@ -106,13 +100,7 @@ async fn image_policy(client: &mut Client, image: &str) -> (bool, String) {
     let answer = client
         .post_json("/image_policy", image_review("default", &[image]))
         .await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let json = answer.json();
+    let json = answer.ok_json();
     assert_eq!(json["kind"], "ImageReview");
     let status = &json["status"];
     (
@@ -131,13 +119,7 @@ async fn mutate(client: &mut Client, version: &str, image: &str) -> (String, boo
     });
     let body = admission_review(version, "uid-m", ("", "Pod"), "default", "CREATE", &pod);
     let answer = client.post_json("/mutate?timeout=10s", body).await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let json = answer.json();
+    let json = answer.ok_json();
     let response = &json["response"];
     assert_eq!(response["uid"], "uid-m");
     assert_eq!(response["allowed"], true);

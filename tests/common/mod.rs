@@ -232,6 +232,12 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Asserts a 200 (showing the body otherwise) and returns the body as JSON.
+    pub fn ok_json(&self) -> serde_json::Value {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+        self.json()
+    }
+
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
