@@ -47,6 +47,7 @@ GATEHOUSE=${GATEHOUSE:-$BIN/gatehouse}
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-load.XXXXXX")
 PIDS=()
+CLIENT=""
 fail() {
     echo "load.sh: $*" >&2
     exit 1
@@ -56,6 +57,7 @@ fail() {
 cleanup() {
     local status=$?
     trap - INT TERM
+    [ -z "$CLIENT" ] || PIDS+=("$CLIENT")
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for _ in $(seq 50); do
         local alive=0
@@ -65,11 +67,24 @@ cleanup() {
     done
     for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    if [ -n "${KEEP:-}" ] || [ "$status" != 0 ]; then echo "logs kept in $RUN" >&2; else rm -rf "$RUN"; fi
+    if [ -n "${KEEP:-}" ] || [ "$status" = 1 ]; then echo "logs kept in $RUN" >&2; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
 trap 'echo "load.sh: interrupted" >&2; exit 130' INT
 trap 'echo "load.sh: terminated" >&2; exit 143' TERM
+
+# client COMMAND...: runs a load client in the background and waits for it, its output in
+# $RUN/client.out and client.err. Waiting with the `wait` builtin lets Ctrl-C stop the run at
+# once: bash runs a trap only after a foreground command ends, and wrk exits 0 on SIGINT.
+client() {
+    "$@" >"$RUN/client.out" 2>"$RUN/client.err" &
+    CLIENT=$!
+    local status=0
+    wait "$CLIENT" || status=$?
+    CLIENT=""
+    return "$status"
+}
+client_output() { cat "$RUN/client.out" "$RUN/client.err"; }
 
 # Waits (at most 20 s) for a line matching $2 in file $1 and prints its host:port.
 address_in() {
@@ -151,28 +166,33 @@ end
 LUA
 }
 
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || fail "server $1 has exited; its log is in $RUN"
+    sed 's/.*) //' <<<"$stat" | awk '{print $12 + $13}'
+}
 TICK=$(getconf CLK_TCK)
 
-# load KIND ADDR PATH BODY SECONDS: one measured run; prints its result line. KIND rate sends
-# RATE requests a second.
+# load KIND ADDR PATH BODY SECONDS: one measured run; sets LINE to its result line. KIND rate
+# sends RATE requests a second.
 load() {
-    local kind=$1 addr=$2 path=$3 body=$4 seconds=$5 out
+    local kind=$1 addr=$2 path=$3 body=$4 seconds=$5
     case $kind in
     wrk)
-        out=$(wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$RUN/post.lua" \
-            "https://$addr$path") || fail "wrk against $addr$path failed: $out"
-        grep '^requests=' <<<"$out" || fail "no result line from wrk against $addr$path: $out"
+        client wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$RUN/post.lua" \
+            "https://$addr$path" || fail "wrk against $addr$path failed: $(client_output)"
         ;;
     handshakes)
-        "$BIN/examples/handshakes" "$addr" "$path" "$body" "$CA" "$CONNECTIONS" "$seconds" ||
-            fail "examples/handshakes against $addr$path failed"
+        client "$BIN/examples/handshakes" "$addr" "$path" "$body" "$CA" "$CONNECTIONS" \
+            "$seconds" || fail "examples/handshakes against $addr$path failed: $(client_output)"
         ;;
     rate)
-        "$BIN/examples/rate" open "$addr" "$path" "$body" "$CA" "$CONNECTIONS" "$RATE" "$seconds" ||
-            fail "examples/rate against $addr$path failed"
+        client "$BIN/examples/rate" open "$addr" "$path" "$body" "$CA" "$CONNECTIONS" "$RATE" \
+            "$seconds" || fail "examples/rate against $addr$path failed: $(client_output)"
         ;;
     esac
+    LINE=$(grep '^requests=' "$RUN/client.out") ||
+        fail "no result line from $kind against $addr$path: $(client_output)"
 }
 
 field() { sed -n "s/.*\b$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
@@ -186,15 +206,15 @@ scenario() {
     local name=$1 kind=$2 gh=$3 path=$4 body=$5 expect=$6
     local addr=${GATEHOUSE_ADDR[$gh]} pid=${GATEHOUSE_PID[$gh]}
     local answer
-    answer=$(curl -sS --fail-with-body --cacert "$CA" -H 'Content-Type: application/json' \
+    answer=$(curl -sS --max-time 10 --fail-with-body --cacert "$CA" -H 'Content-Type: application/json' \
         --data-binary "@$body" "https://$addr$path") ||
         fail "$name: the first request failed: $answer"
     grep -q "$expect" <<<"$answer" || fail "$name: gatehouse answered $answer (expected $expect)"
     echo "== $name: $path, $(wc -c <"$body") B body, answer ${answer:0:110}..." >&2
     wrk_script "$(realpath "$body")"
     # Warm-up (caches, connection pools, page faults); not measured.
-    load "$kind" "$FLOOR" "$path" "$body" "$WARMUP" >/dev/null
-    load "$kind" "$addr" "$path" "$body" "$WARMUP" >/dev/null
+    load "$kind" "$FLOOR" "$path" "$body" "$WARMUP"
+    load "$kind" "$addr" "$path" "$body" "$WARMUP"
     for round in $(seq "$ROUNDS"); do
         local order="floor gatehouse"
         [ $((round % 2)) -eq 0 ] && order="gatehouse floor"
@@ -203,7 +223,8 @@ scenario() {
             [ "$server" = gatehouse ] && target=$addr spid=$pid
             local before after line
             before=$(cpu_ticks "$spid")
-            line=$(load "$kind" "$target" "$path" "$body" "$DURATION")
+            load "$kind" "$target" "$path" "$body" "$DURATION"
+            line=$LINE
             after=$(cpu_ticks "$spid")
             [ "$(field "$line" errors)" = 0 ] || fail "$name/$server: errors in $line"
             echo "$name $server $round $line cpu_ticks=$((after - before))" | tee -a "$RESULTS" >&2
@@ -225,18 +246,18 @@ median_rps() {
         }' "$RESULTS"
 }
 
-scenario validate wrk policies "/validate?timeout=10s" "$POD" '"allowed"'
-scenario image_policy wrk policies /image_policy "$RUN/image-review.json" '"allowed"'
+scenario validate wrk policies "/validate?timeout=10s" "$POD" '"allowed":true'
+scenario image_policy wrk policies /image_policy "$RUN/image-review.json" '"allowed":true'
 scenario mutate wrk mutations "/mutate?timeout=10s" "$POD" '"patchType":"JSONPatch"'
 scenario authenticate wrk authenticate "/authenticate?timeout=30s" "$RUN/token-review.json" \
     '"authenticated":true'
-scenario new_connection handshakes policies "/validate?timeout=10s" "$POD" '"allowed"'
+scenario new_connection handshakes policies "/validate?timeout=10s" "$POD" '"allowed":true'
 
 # Open loop: the same reviews at a constant half of the floor's closed-loop req/s.
 RATE=$(( $(median_rps validate floor) / 2 ))
-scenario validate@half rate policies "/validate?timeout=10s" "$POD" '"allowed"'
+scenario validate@half rate policies "/validate?timeout=10s" "$POD" '"allowed":true'
 RATE=$(( $(median_rps image_policy floor) / 2 ))
-scenario image_policy@half rate policies /image_policy "$RUN/image-review.json" '"allowed"'
+scenario image_policy@half rate policies /image_policy "$RUN/image-review.json" '"allowed":true'
 
 # Memory: a fresh gatehouse (the policies example, TTLs of an hour so nothing expires, room for
 # CACHED entries so nothing is evicted, the ops listener for /metrics) filled with CACHED
@@ -257,13 +278,14 @@ status_kb() { awk -v key="$1:" '$1 == key { print $2 }' "/proc/${GATEHOUSE_PID[m
 # Decision-cache entries from /metrics on the ops listener (a gatehouse_* series with
 # "decision" and "entries" in its name or labels), or nothing when gatehouse has no /metrics.
 cache_entries() {
-    curl -sf "http://$OPS/metrics" 2>/dev/null |
+    curl -sf --max-time 10 "http://$OPS/metrics" 2>/dev/null |
         awk '/^gatehouse_/ && /entries/ && /decision/ { print $NF; exit }' || true
 }
 echo "== memory: $CACHED distinct ImageReviews (/image_policy) into a fresh gatehouse" >&2
 MEMORY_BEFORE=$(status_kb VmRSS)
-FILL=$("$BIN/examples/rate" fill "${GATEHOUSE_ADDR[memory]}" "$CA" "$CACHED" "$CONNECTIONS") ||
-    fail "memory: filling the cache failed"
+client "$BIN/examples/rate" fill "${GATEHOUSE_ADDR[memory]}" "$CA" "$CACHED" "$CONNECTIONS" ||
+    fail "memory: filling the cache failed: $(client_output)"
+FILL=$(cat "$RUN/client.out")
 echo "memory fill: $FILL" >&2
 [ "$(field "$FILL" requests)" = "$CACHED" ] || fail "memory: $FILL (expected $CACHED answers)"
 # moka counts entries in its housekeeping: give it a moment.
@@ -285,10 +307,12 @@ fi
 
 # Start to ready: STARTS starts with the certificate files, STARTS with a generated certificate.
 echo "== start to ready: $STARTS starts each, certificate files and generated certificate" >&2
-READY_FILES=$("$BIN/examples/ready" "$GATEHOUSE" config/examples/policies.yaml "$STARTS" \
-    "$RUN/tls.crt" "$RUN/tls.key") || fail "start to ready (certificate files) failed"
-READY_GENERATED=$("$BIN/examples/ready" "$GATEHOUSE" config/examples/policies.yaml "$STARTS") ||
-    fail "start to ready (generated certificate) failed"
+client "$BIN/examples/ready" "$GATEHOUSE" config/examples/policies.yaml "$STARTS" \
+    "$RUN/tls.crt" "$RUN/tls.key" || fail "start to ready (certificate files): $(client_output)"
+READY_FILES=$(cat "$RUN/client.out")
+client "$BIN/examples/ready" "$GATEHOUSE" config/examples/policies.yaml "$STARTS" ||
+    fail "start to ready (generated certificate): $(client_output)"
+READY_GENERATED=$(cat "$RUN/client.out")
 
 # Summary: per scenario and server, median req/s, p50, p99 (and p99.9 for open-loop runs) over
 # the rounds, and CPU per request over all rounds; then gatehouse / floor.

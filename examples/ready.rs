@@ -13,10 +13,12 @@
 //! (`ops` is when both listeners had answered; `poll_us` is the mean time from one refused
 //! attempt to the next, the resolution). The client does not verify the certificate chain (the generated CA is not known
 //! before the start; the time is the server's), but does check the handshake signature.
+//! SIGTERM or SIGINT stops the run and the server it started.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,33 @@ const PAUSE: Duration = Duration::from_micros(100);
 
 /// A start that has not answered by then failed.
 const GIVE_UP: Duration = Duration::from_secs(10);
+
+/// Set on SIGTERM or SIGINT: the poll loop then returns, and the running server is killed.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Sets [`STOP`] on SIGTERM or SIGINT (load.sh stops its clients with SIGTERM).
+fn watch_signals() -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut term, mut int) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        STOP.store(true, Ordering::SeqCst);
+    });
+    Ok(())
+}
 
 fn main() -> ExitCode {
     match run() {
@@ -51,6 +80,7 @@ fn run() -> Result<(), Error> {
         [g, c, r, cert, key] => (g, c, r, Some((cert, key))),
         _ => return Err("usage: ready GATEHOUSE CONFIG RUNS [CERT KEY]".into()),
     };
+    watch_signals()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = rustls::crypto::ring::default_provider();
     let mut tls = rustls::ClientConfig::builder()
@@ -109,6 +139,9 @@ fn run() -> Result<(), Error> {
                 if let Some(status) = child.0.try_wait()? {
                     let err = std::fs::read_to_string(&errors).unwrap_or_default();
                     return Err(format!("gatehouse exited ({status}) before ready: {err}").into());
+                }
+                if STOP.load(Ordering::SeqCst) {
+                    return Err("interrupted".into());
                 }
                 if start.elapsed() > GIVE_UP {
                     return Err(format!("not ready after {GIVE_UP:?}").into());
