@@ -206,9 +206,12 @@ scenario() {
     local name=$1 kind=$2 gh=$3 path=$4 body=$5 expect=$6
     local addr=${GATEHOUSE_ADDR[$gh]} pid=${GATEHOUSE_PID[$gh]}
     local answer
-    answer=$(curl -sS --max-time 10 --fail-with-body --cacert "$CA" -H 'Content-Type: application/json' \
-        --data-binary "@$body" "https://$addr$path") ||
+    # The status on a last line of its own (curl's --fail-with-body needs curl 7.76).
+    answer=$(curl -sS --max-time 10 -w '\n%{http_code}' --cacert "$CA" \
+        -H 'Content-Type: application/json' --data-binary "@$body" "https://$addr$path") ||
         fail "$name: the first request failed: $answer"
+    [ "${answer##*$'\n'}" = 200 ] || fail "$name: gatehouse answered status ${answer//$'\n'/ }"
+    answer=${answer%$'\n'*}
     grep -q "$expect" <<<"$answer" || fail "$name: gatehouse answered $answer (expected $expect)"
     echo "== $name: $path, $(wc -c <"$body") B body, answer ${answer:0:110}..." >&2
     wrk_script "$(realpath "$body")"
@@ -370,8 +373,8 @@ echo "memory, $CACHED cached decisions ($(field "$FILL" allowed) allowed, $(fiel
 awk -v before="$MEMORY_BEFORE" -v rss="$MEMORY_RSS" -v hwm="$MEMORY_HWM" -v n="$CACHED" 'BEGIN {
     printf "  VmRSS %.1f MiB after start, %.1f MiB filled (VmHWM %.1f MiB): %.0f B per cached decision\n",
         before / 1024, rss / 1024, hwm / 1024, (rss - before) * 1024 / n }'
-echo "start to ready, median of $STARTS starts (min-max): /readyz over TLS on the webhook port, then"
-echo "both ports (then over HTTP on the ops listener); [poll period: the resolution]"
+echo "start to ready, median of $STARTS starts (min-max). webhook: the first 200 from /readyz over TLS"
+echo "on the webhook port; both: then also over HTTP on the ops listener; [mean poll period: the resolution]"
 for mode in files generated; do
     line=$READY_FILES label="certificate files:"
     [ "$mode" = generated ] && line=$READY_GENERATED label="generated certificate:"
