@@ -322,7 +322,7 @@ READY_GENERATED=$(cat "$RUN/client.out")
 SUMMARY=$RUN/summary.txt
 echo
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average before the summary: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t1 -c$CONNECTIONS, $ROUNDS rounds of ${DURATION}s, alternating; @half: open loop at half the floor's req/s over $CONNECTIONS connections, latency from the scheduled send; CPU = server utime+stime / requests"
+echo "wrk -t1 -c$CONNECTIONS, $ROUNDS rounds of ${DURATION}s, alternating; @half: open loop at half the floor's req/s over $CONNECTIONS connections, latency from the scheduled send (client lag: how late its pacer released requests, worst round; a busy machine shows here); CPU = server utime+stime / requests"
 awk -v tick="$TICK" -v summary="$SUMMARY" '
 function median(list,   n, a, i, j, t) {
     n = split(list, a, " ")
@@ -341,6 +341,7 @@ function cell(x, format) { return x < 0 ? sprintf("%9s", "-") : sprintf(format, 
     p99[key] = p99[key] " " v["p99_us"]
     if ("p999_us" in v) p999[key] = p999[key] " " v["p999_us"]
     unsent[key] += v["unsent"]
+    if ("lag_p99_us" in v && v["lag_p99_us"] + 0 > lag[key] + 0) lag[key] = v["lag_p99_us"]
     req[key] += v["requests"]
     cpu[key] += v["cpu_ticks"] / tick
 }
@@ -353,8 +354,9 @@ END {
             R[server] = median(rps[key]); P50[server] = median(p50[key]); P99[server] = median(p99[key])
             P999[server] = median(p999[key])
             C[server] = req[key] ? cpu[key] * 1e6 / req[key] : 0
-            printf "%-18s %-10s %10.0f %9.0f %9.0f %s %12.1f%s\n", s, server, R[server], P50[server], P99[server], \
+            printf "%-18s %-10s %10.0f %9.0f %9.0f %s %12.1f%s%s\n", s, server, R[server], P50[server], P99[server], \
                 cell(P999[server], "%9.0f"), C[server], \
+                key in lag ? sprintf("  [client lag p99 <= %d us]", lag[key]) : "", \
                 unsent[key] ? sprintf("  (%d unanswered 2 s after the schedule: could not keep up)", unsent[key]) : ""
         }
         ratio_p999 = P999["floor"] > 0 ? P999["gatehouse"] / P999["floor"] : -1
