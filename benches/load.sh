@@ -276,7 +276,7 @@ ops:
 EOF
 # Text log: its banner names the ops listener's address (the JSON event does not).
 start_gatehouse memory "$RUN/memory.yaml" text
-OPS=$(address_in "$RUN/gatehouse-memory.log" "health probes on")
+OPS=$(address_in "$RUN/gatehouse-memory.log" "health probes")
 status_kb() { awk -v key="$1:" '$1 == key { print $2 }' "/proc/${GATEHOUSE_PID[memory]}/status"; }
 # Decision-cache entries from /metrics on the ops listener (a gatehouse_* series with
 # "decision" and "entries" in its name or labels), or nothing when gatehouse has no /metrics.
