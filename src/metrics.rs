@@ -524,16 +524,19 @@ fn scalar(
     }
 }
 
-/// Encodes a counter family: `values` yields label sets and their counts; zeros are left out.
+/// Encodes a counter family: `values` yields label sets and their counts. Small families show
+/// every series from the start (`zeros`), so that `increase()` sees a first event; the requests
+/// family (over a thousand combinations, most never seen) shows only those that happened.
 fn counter_family<S: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
+    zeros: bool,
     values: impl IntoIterator<Item = (S, u64)>,
 ) -> fmt::Result {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, value) in values {
-        if value > 0 {
+        if zeros || value > 0 {
             metric
                 .encode_family(&labels)?
                 .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
@@ -569,6 +572,7 @@ impl Collector for LiveCollector {
             &mut encoder,
             "gatehouse_requests",
             "Requests answered on the webhook listener, by route, HTTP status and decision.",
+            false,
             requests,
         )?;
 
@@ -608,6 +612,7 @@ impl Collector for LiveCollector {
             &mut encoder,
             "gatehouse_cache_lookups",
             "Decision and token cache lookups, answered from the cache (hit) or not (miss).",
+            true,
             cache,
         )?;
 
@@ -627,6 +632,7 @@ impl Collector for LiveCollector {
             &mut encoder,
             "gatehouse_github_requests",
             "GitHub API calls, by endpoint and outcome.",
+            true,
             github,
         )?;
         scalar(
@@ -645,6 +651,7 @@ impl Collector for LiveCollector {
             &mut encoder,
             "gatehouse_tls_handshake_failures",
             "TLS handshakes that failed, by reason.",
+            true,
             handshakes,
         )?;
 
@@ -658,6 +665,7 @@ impl Collector for LiveCollector {
             &mut encoder,
             "gatehouse_config_reloads",
             "Config reloads (SIGHUP or a file change), applied (ok) or refused (error).",
+            true,
             reloads,
         )
     }
@@ -693,6 +701,7 @@ impl Collector for SampleCollector {
                 &mut encoder,
                 "gatehouse_tls_reloads",
                 "Changed certificate files taken into use (ok) or refused (error).",
+                true,
                 [
                     ([("outcome", ReloadOutcome::Ok.as_str())], tls.reloads),
                     ([("outcome", ReloadOutcome::Error.as_str())], tls.failures),
