@@ -418,3 +418,39 @@ async fn metrics_are_served_on_the_ops_listener_only() {
     assert!(!text.contains("cache=\"token\"} "), "{text}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn mutate_counts_patched_and_allowed() {
+    let first = pki(FIRST_NOT_AFTER);
+    let yaml = "routes:\n  mutate: true\nmutations:\n  - name: mark\n    match:\n      exclude_namespaces: [kube-system]\n    add_labels:\n      marked: \"true\"\n";
+    let server = serve(&first, yaml).await;
+    let mut client = Client::connect(server.addr, &first.ca, Proto::Http2).await;
+    for (namespace, patched) in [("team-a", true), ("kube-system", false)] {
+        let review = pod_review("admission.k8s.io/v1", "u1", namespace, &["nginx:1.25"]);
+        let answer = client.post_json("/mutate", review).await.ok_json();
+        assert_eq!(
+            answer["response"].get("patch").is_some(),
+            patched,
+            "{answer}"
+        );
+    }
+    let (_, text) = scrape(server.ops_addr.expect("ops")).await;
+    assert_values(
+        &text,
+        &[
+            (
+                "gatehouse_requests_total{route=\"mutate\",code=\"200\",decision=\"patched\"}",
+                1.0,
+            ),
+            (
+                "gatehouse_requests_total{route=\"mutate\",code=\"200\",decision=\"allowed\"}",
+                1.0,
+            ),
+        ],
+    );
+    assert!(
+        !text.contains("team-a") && !text.contains("marked"),
+        "{text}"
+    );
+    server.stop().await;
+}
