@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{image_review, pod_review, tls_client_config, Client, Proto, TestServer};
-use github_mock::{MockGithub, MockUser};
+use github_mock::{Behaviour, MockGithub, MockUser};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -451,6 +451,58 @@ async fn mutate_counts_patched_and_allowed() {
     assert!(
         !text.contains("team-a") && !text.contains("marked"),
         "{text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn github_timeouts_and_errors_are_counted_by_endpoint() {
+    let mock = MockGithub::start().await;
+    mock.add(
+        "ghp_metricsslow",
+        MockUser::new("slow", 1)
+            .member("acme", "active")
+            .delayed(Duration::from_secs(3)),
+    );
+    mock.add(
+        "ghp_metricsbroken",
+        MockUser::new("broken", 2).behaving(Behaviour::ServerError),
+    );
+    let first = pki(FIRST_NOT_AFTER);
+    let yaml = format!("{}    timeout: 200ms\n", webhook_yaml(&mock));
+    let server = serve(&first, &yaml).await;
+    let mut client = Client::connect(server.addr, &first.ca, Proto::Http1).await;
+    for token in ["ghp_metricsslow", "ghp_metricsbroken"] {
+        let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+        let answer = client
+            .post_json("/authenticate", review.to_string())
+            .await
+            .ok_json();
+        assert!(answer["status"]["error"].is_string(), "{answer}");
+    }
+    let (_, text) = scrape(server.ops_addr.expect("ops")).await;
+    assert_values(
+        &text,
+        &[
+            (
+                "gatehouse_github_requests_total{endpoint=\"user\",outcome=\"timeout\"}",
+                1.0,
+            ),
+            (
+                "gatehouse_github_requests_total{endpoint=\"user\",outcome=\"server_error\"}",
+                1.0,
+            ),
+            (
+                "gatehouse_requests_total{route=\"authenticate\",code=\"200\",decision=\"error\"}",
+                2.0,
+            ),
+            // Errors are not cached: both lookups missed, nothing is kept.
+            (
+                "gatehouse_cache_lookups_total{cache=\"token\",result=\"miss\"}",
+                2.0,
+            ),
+            ("gatehouse_cache_entries{cache=\"token\"}", 0.0),
+        ],
     );
     server.stop().await;
 }
