@@ -30,7 +30,7 @@ use crate::review::messages::{self, MessageList};
 use crate::units::HumanDuration;
 
 pub use constraint::Constraint;
-pub use load::{load, load_documents, read_documents, LoadError};
+pub use load::{fingerprint, load, load_documents, read_documents, LoadError, MAX_POLL_BYTES};
 pub use review::{Review, ReviewError};
 pub use template::Template;
 
