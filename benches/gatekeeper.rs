@@ -1,6 +1,7 @@
 //! The per-request cost of Gatekeeper constraints on a realistic 5.4 KB, three-container Pod
 //! AdmissionReview: building the Rego input from the body (once per request), one constraint's
-//! evaluation, and every loaded constraint (the tests' four templates, six constraints).
+//! evaluation, and every loaded constraint (the tests' four templates, six constraints), each on
+//! regorus's interpreter and on its RVM (the policy compiled to bytecode).
 //!
 //!     cargo bench --bench gatekeeper
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use gatehouse::gatekeeper::{self, GatekeeperConfig, Review};
+use gatehouse::gatekeeper::{self, GatekeeperConfig, RegoEngine, Review};
 
 const POD: &[u8] = include_bytes!("../tests/data/pod-admission-review.json");
 
@@ -20,7 +21,16 @@ fn benches(c: &mut Criterion) {
         ],
         ..GatekeeperConfig::default()
     };
-    let loaded = gatekeeper::load(&config).expect("test policies load");
+    // The RVM programs too, so both engines are measured on one load.
+    let mut documents = Vec::new();
+    for file in std::fs::read_dir(&config.paths[0]).expect("policies") {
+        let file = file.expect("entry").path();
+        if file.extension().is_some_and(|e| e == "yaml") {
+            documents.extend(gatekeeper::read_documents(&file).expect("read"));
+        }
+    }
+    let loaded = gatekeeper::load_documents(documents, config.eval_timeout.0, true)
+        .expect("test policies load");
     let mut group = c.benchmark_group("gatekeeper_5k_pod");
     group.throughput(criterion::Throughput::Elements(1));
 
@@ -39,17 +49,28 @@ fn benches(c: &mut Criterion) {
         .iter()
         .find(|t| t.kind == "GhAllowedRepos")
         .expect("allowed repos template");
-    group.bench_function("one_evaluation_allowed_repos", |b| {
-        b.iter(|| {
-            template
-                .violations(review.input(black_box(&repos.parameters)))
-                .expect("evaluates")
-        })
-    });
-
-    group.bench_function("all_constraints", |b| {
-        b.iter(|| black_box(loaded.evaluate(black_box(&review))))
-    });
+    for (name, engine) in [
+        ("interpreter", RegoEngine::Interpreter),
+        ("rvm", RegoEngine::Rvm),
+    ] {
+        group.bench_function(format!("one_evaluation_allowed_repos_{name}"), |b| {
+            b.iter(|| {
+                template
+                    .violations_on(engine, review.input(black_box(&repos.parameters)))
+                    .expect("compiled")
+                    .expect("evaluates")
+            })
+        });
+        group.bench_function(format!("all_constraints_{name}"), |b| {
+            b.iter(|| {
+                black_box(
+                    loaded
+                        .evaluate_on(black_box(&review), engine)
+                        .expect("compiled"),
+                )
+            })
+        });
+    }
     group.finish();
 }
 

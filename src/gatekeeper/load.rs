@@ -84,7 +84,7 @@ pub fn load(config: &GatekeeperConfig) -> Result<Gatekeeper, LoadError> {
     for file in files {
         documents.extend(read_documents(&file)?);
     }
-    load_documents(documents, config.eval_timeout.0)
+    load_documents(documents, config.eval_timeout.0, false)
 }
 
 /// A digest of what [`load`] would read under `paths`: the files' names (so the directories'
@@ -205,10 +205,12 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Compiles templates, then constraints (in any order across files).
+/// Compiles templates, then constraints (in any order across files); `with_rvm` also compiles
+/// each template for the RVM, to compare (the server does not).
 pub fn load_documents(
     documents: Vec<(PathBuf, usize, Json)>,
     eval_timeout: Duration,
+    with_rvm: bool,
 ) -> Result<Gatekeeper, LoadError> {
     let mut gatekeeper = Gatekeeper::default();
     let mut constraints = Vec::new();
@@ -221,7 +223,7 @@ pub fn load_documents(
         let api_version = str_at(&doc, &["apiVersion"]);
         let kind = str_at(&doc, &["kind"]);
         if kind == "ConstraintTemplate" && api_version.starts_with("templates.gatekeeper.sh/") {
-            let template = template(&file, &doc, eval_timeout)?;
+            let template = template(&file, &doc, eval_timeout, with_rvm)?;
             if let Some(other) = gatekeeper
                 .templates
                 .iter()
@@ -274,7 +276,12 @@ fn str_at(doc: &Json, path: &[&str]) -> String {
     at(doc, path).as_str().unwrap_or_default().to_owned()
 }
 
-fn template(file: &Path, doc: &Json, eval_timeout: Duration) -> Result<Template, LoadError> {
+fn template(
+    file: &Path,
+    doc: &Json,
+    eval_timeout: Duration,
+    with_rvm: bool,
+) -> Result<Template, LoadError> {
     let name = str_at(doc, &["metadata", "name"]);
     let error = |message: String| LoadError::Template {
         file: file.display().to_string(),
@@ -319,7 +326,16 @@ fn template(file: &Path, doc: &Json, eval_timeout: Duration) -> Result<Template,
         )));
     }
     let code = rego_code(target).map_err(&error)?;
-    Template::compile(name.clone(), kind, file, &code, schema, eval_timeout).map_err(error)
+    Template::compile(
+        name.clone(),
+        kind,
+        file,
+        &code,
+        schema,
+        eval_timeout,
+        with_rvm,
+    )
+    .map_err(error)
 }
 
 /// The Rego of a target: `code[engine: Rego]` if present, else `rego` and `libs`. CEL code
