@@ -453,9 +453,8 @@ mod tests {
 
     fn constraint_message(app: &App) -> String {
         let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a/b"}]}});
-        let review = crate::gatekeeper::Review::from_object(
-            serde_json::from_value(pod).expect("value"),
-        );
+        let review =
+            crate::gatekeeper::Review::from_object(serde_json::from_value(pod).expect("value"));
         let violations = app.gatekeeper.evaluate(&review);
         violations.iter().map(|v| v.msg.clone()).collect()
     }

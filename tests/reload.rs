@@ -359,7 +359,10 @@ async fn an_edited_constraint_file_is_picked_up_and_a_broken_template_keeps_the_
         "a reload on the policy file change",
         event(RELOADED, "file change"),
     );
-    assert!(server.allowed(PUBLIC).await, "the edited constraint decides");
+    assert!(
+        server.allowed(PUBLIC).await,
+        "the edited constraint decides"
+    );
     assert!(!server.allowed(INTERNAL).await);
 
     // A template whose Rego does not parse: refused, logged, the policies before keep deciding.
@@ -381,6 +384,9 @@ async fn an_edited_constraint_file_is_picked_up_and_a_broken_template_keeps_the_
             .is_some_and(|m| m.contains("zz-broken.yaml") && m.contains("template ghbroken")),
         "{refused}"
     );
-    assert!(server.allowed(PUBLIC).await, "the old policies still decide");
+    assert!(
+        server.allowed(PUBLIC).await,
+        "the old policies still decide"
+    );
     assert!(!server.allowed(INTERNAL).await);
 }
