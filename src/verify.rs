@@ -319,7 +319,7 @@ fn run_case(
 }
 
 /// How two engines' answers differ (count, messages or errors), if they do.
-pub fn differ(interpreter: &[Violation], rvm: &[Violation]) -> Option<String> {
+fn differ(interpreter: &[Violation], rvm: &[Violation]) -> Option<String> {
     let key = |vs: &[Violation]| {
         let mut all: Vec<(String, String, bool)> = vs
             .iter()
