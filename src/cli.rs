@@ -43,6 +43,10 @@ pub struct VerifyArgs {
     /// List every case, not only failures.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Also run every case on regorus's RVM (bytecode) and fail one it answers differently
+    /// from the interpreter (a comparison: the server runs the interpreter).
+    #[arg(long)]
+    pub rvm: bool,
 }
 
 /// `gatehouse serve` flags.

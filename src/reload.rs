@@ -1,9 +1,10 @@
 //! Config reload: the one place that holds the current [`App`], and the one path that replaces it.
 //!
-//! On SIGHUP, and when the config file's content changes (polled every [`POLL_INTERVAL`]: a
-//! ConfigMap volume swaps a `..data` symlink, which a watch on the file itself misses), the file
-//! is read, validated and built into a whole new App on the blocking pool, away from the request
-//! path. Only a valid App is swapped in; otherwise the error is logged and the old App keeps
+//! On SIGHUP, and when the config file's content or the Gatekeeper policy files it names change
+//! (polled every [`POLL_INTERVAL`]: a ConfigMap volume swaps a `..data` symlink, which a watch on
+//! the file itself misses; policy files are compared by a digest bounded by
+//! [`gatekeeper::MAX_POLL_BYTES`]), the file is read, validated and built into a whole new App
+//! on the blocking pool, away from the request path. Only a valid App is swapped in; otherwise the error is logged and the old App keeps
 //! serving. Each request loads the current App once ([`CurrentHandlers`]) and holds that `Arc`
 //! to its end, so it sees one configuration, and in-flight requests finish on the one they
 //! started with. Settings the listener and the stack read at start are kept at their running
@@ -24,6 +25,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::config_error::ConfigError;
 use crate::error::Response;
+use crate::gatekeeper;
 use crate::handlers::Handlers;
 use crate::metrics::ReloadOutcome;
 
@@ -105,12 +107,14 @@ pub enum Outcome {
     NoFile,
 }
 
-/// The file's content as last seen by a reload, so that a poll acts only on a change and a
-/// refused or unreadable file is reported once, not every poll.
+/// What a reload last saw, so that a poll acts only on a change and a refused or unreadable
+/// file is reported once, not every poll.
 #[derive(Debug, PartialEq)]
-enum Seen {
-    Content(Vec<u8>),
-    Unreadable,
+struct Seen {
+    /// The config file's content; `None`: unreadable.
+    config: Option<Vec<u8>>,
+    /// [`gatekeeper::fingerprint`] of the running config's `gatekeeper.paths`.
+    policies: [u8; 32],
 }
 
 /// Command-line settings applied over the file on every load, as at start.
@@ -137,9 +141,11 @@ impl Reloader {
     /// A reloader for `path` (none: started without a config file), the file's current content
     /// taken as the one already loaded.
     pub fn new(current: Arc<CurrentApp>, path: Option<PathBuf>, overrides: Overrides) -> Self {
-        let seen = path
-            .as_deref()
-            .map(|p| read_bounded(p).map_or(Seen::Unreadable, Seen::Content));
+        let policies = gatekeeper::fingerprint(&current.load().config.gatekeeper.paths);
+        let seen = path.as_deref().map(|p| Seen {
+            config: read_bounded(p).ok(),
+            policies,
+        });
         Self {
             current,
             path,
@@ -148,9 +154,9 @@ impl Reloader {
         }
     }
 
-    /// Reads the file and, when `force`d (SIGHUP) or its content changed, builds and swaps in a
-    /// new App. Blocking: file I/O and policy compilation. Applied and refused reloads are
-    /// counted in the metrics (the App's, which every App a reload builds shares).
+    /// Reads the file and, when `force`d (SIGHUP) or its content or its policy files changed,
+    /// builds and swaps in a new App. Blocking: file I/O and policy compilation. Applied and
+    /// refused reloads are counted in the metrics (shared by every App a reload builds).
     pub fn reload(&self, force: bool) -> Result<Outcome, ReloadError> {
         let result = self.try_reload(force);
         let counted = match &result {
@@ -169,11 +175,12 @@ impl Reloader {
             return Ok(Outcome::NoFile);
         };
         let read = read_bounded(path);
+        let running = self.current.load_full();
         {
             let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            let now = match &read {
-                Ok(bytes) => Seen::Content(bytes.clone()),
-                Err(_) => Seen::Unreadable,
+            let now = Seen {
+                config: read.as_ref().ok().cloned(),
+                policies: gatekeeper::fingerprint(&running.config.gatekeeper.paths),
             };
             if !force && seen.as_ref() == Some(&now) {
                 return Ok(Outcome::Unchanged);
@@ -188,11 +195,20 @@ impl Reloader {
         })?;
         let mut config = Config::from_yaml(text, &origin)?;
         (self.overrides)(&mut config);
-        let running = self.current.load_full();
         let restart_only = keep_restart_only(&mut config, &running.config);
         config.validate()?;
+        // Other policy paths: their state before loading them is what the next poll compares
+        // with (a change during the load shows as a change then).
+        let policies = (config.gatekeeper.paths != running.config.gatekeeper.paths)
+            .then(|| gatekeeper::fingerprint(&config.gatekeeper.paths));
         let app = App::reload(config, &running)?;
         self.current.store(Arc::new(app));
+        if let Some(policies) = policies {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(seen) = seen.as_mut() {
+                seen.policies = policies;
+            }
+        }
         Ok(Outcome::Applied { restart_only })
     }
 
@@ -441,6 +457,63 @@ mod tests {
         .expect("write");
         reloader.reload(false).expect("authenticate reload");
         assert!(!Arc::ptr_eq(&authn(&first), &authn(&current.load())));
+    }
+
+    /// A template denying pods whose image starts with `prefix`, and its constraint.
+    fn deny_prefix(prefix: &str) -> String {
+        format!(
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {{name: denyprefix}}\nspec:\n  crd: {{spec: {{names: {{kind: DenyPrefix}}}}}}\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package denyprefix\n        violation[{{\"msg\": \"no {prefix}\"}}] {{ startswith(input.review.object.spec.containers[_].image, \"{prefix}\") }}\n---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: DenyPrefix\nmetadata: {{name: deny-prefix}}\n"
+        )
+    }
+
+    fn constraint_message(app: &App) -> String {
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a/b"}]}});
+        let review =
+            crate::gatekeeper::Review::from_object(serde_json::from_value(pod).expect("value"));
+        let violations = app.gatekeeper.evaluate(&review);
+        violations.iter().map(|v| v.msg.clone()).collect()
+    }
+
+    #[test]
+    fn a_poll_reloads_changed_policy_files_and_keeps_the_old_on_a_broken_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).expect("mkdir");
+        std::fs::write(policies.join("deny.yaml"), deny_prefix("a/")).expect("write");
+        let path = dir.path().join("gatehouse.yaml");
+        let yaml = format!("gatekeeper:\n  paths: [{}]\n", policies.display());
+        std::fs::write(&path, &yaml).expect("write");
+        let current = current(app(&yaml));
+        let reloader = reloader(&current, &path);
+        assert_eq!(constraint_message(&current.load()), "no a/");
+        assert_eq!(reloader.reload(false).expect("poll"), Outcome::Unchanged);
+
+        // The config file is the same; a policy file under its paths changed.
+        std::fs::write(policies.join("deny.yaml"), deny_prefix("b/")).expect("write");
+        assert!(matches!(
+            reloader.reload(false).expect("poll"),
+            Outcome::Applied { .. }
+        ));
+        assert_eq!(constraint_message(&current.load()), "");
+        assert_eq!(reloader.reload(false).expect("poll"), Outcome::Unchanged);
+
+        // A new file in the directory is a change too; a broken template is refused (once)
+        // and the policies loaded before keep deciding.
+        let before = current.load_full();
+        std::fs::write(
+            policies.join("zz-broken.yaml"),
+            deny_prefix("a/")
+                .replace("enyprefix", "roken")
+                .replace("DenyPrefix", "Broken")
+                .replace("startswith(", "startswith(("),
+        )
+        .expect("write");
+        assert!(matches!(
+            reloader.reload(false),
+            Err(ReloadError::Config(_))
+        ));
+        assert_eq!(reloader.reload(false).expect("poll"), Outcome::Unchanged);
+        assert!(Arc::ptr_eq(&before, &current.load_full()));
     }
 
     #[test]

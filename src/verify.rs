@@ -6,6 +6,9 @@
 //! `AdmissionReview` object is reviewed as its request) and checks every assertion: the number
 //! of violations (`yes` = at least one, the default; `no` = none; or an exact count), counting
 //! only those whose message matches `message` (a regular expression) when it is given.
+//!
+//! With `--rvm`, every case also runs on regorus's RVM where the template compiles to it, and a
+//! case the two engines answer differently fails (README: why requests use the interpreter).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::process::ExitCode;
 use serde::Deserialize;
 
 use crate::cli::VerifyArgs;
-use crate::gatekeeper::{self, LoadError, Review, Violation};
+use crate::gatekeeper::{self, LoadError, RegoEngine, Review, Rvm, Violation};
 
 /// Offline, a slow machine or a first evaluation (regular expressions compiled on first use)
 /// must not fail a suite; the server's limit is `gatekeeper.eval_timeout`.
@@ -92,6 +95,14 @@ pub struct Totals {
     pub cases_failed: usize,
     /// Tests and cases skipped (`skip: true`, or an `expansion` gatehouse does not do).
     pub skipped: usize,
+    /// Templates loaded that compiled to the RVM.
+    pub rvm_templates: usize,
+    /// Templates loaded that the RVM cannot run (its compiler refused them).
+    pub rvm_refused: usize,
+    /// Cases run on both engines.
+    pub cases_both: usize,
+    /// Cases the two engines answered differently (each also counted as failed).
+    pub cases_differ: usize,
 }
 
 /// Runs the suites named on the command line; exits non-zero when any test or case fails.
@@ -99,7 +110,7 @@ pub fn main(args: &VerifyArgs) -> ExitCode {
     let mut totals = Totals::default();
     let mut report = String::new();
     for suite in &args.suites {
-        run_suite(suite, args.verbose, &mut totals, &mut report);
+        run_suite(suite, args.rvm, args.verbose, &mut totals, &mut report);
     }
     print!("{report}");
     println!(
@@ -110,6 +121,12 @@ pub fn main(args: &VerifyArgs) -> ExitCode {
         totals.tests_failed,
         totals.skipped
     );
+    if args.rvm {
+        println!(
+            "rvm: {} templates compiled, {} refused; {} cases run on both engines, {} answered differently",
+            totals.rvm_templates, totals.rvm_refused, totals.cases_both, totals.cases_differ
+        );
+    }
     if totals.cases_failed == 0 && totals.tests_failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -119,7 +136,7 @@ pub fn main(args: &VerifyArgs) -> ExitCode {
 
 /// Runs one suite file, adding to `totals` and writing a line per test (and per case when
 /// `verbose`, or when it failed) to `out`.
-pub fn run_suite(path: &Path, verbose: bool, totals: &mut Totals, out: &mut String) {
+pub fn run_suite(path: &Path, rvm: bool, verbose: bool, totals: &mut Totals, out: &mut String) {
     let suite = match read_suite(path) {
         Ok(s) => s,
         Err(e) => {
@@ -146,7 +163,7 @@ pub fn run_suite(path: &Path, verbose: bool, totals: &mut Totals, out: &mut Stri
             let _ = writeln!(out, "skip {label}{why}");
             continue;
         }
-        let loaded = load_test(dir, test);
+        let loaded = load_test(dir, test, rvm);
         if test.invalid {
             match loaded {
                 Err(LoadError::Constraint { .. }) => {
@@ -173,13 +190,27 @@ pub fn run_suite(path: &Path, verbose: bool, totals: &mut Totals, out: &mut Stri
                 continue;
             }
         };
+        for template in gatekeeper.templates() {
+            match &template.rvm {
+                Rvm::Compiled(_) => totals.rvm_templates += 1,
+                Rvm::Refused(why) => {
+                    totals.rvm_refused += 1;
+                    let _ = writeln!(
+                        out,
+                        "note {label}: the RVM cannot run template {}: {why}",
+                        template.name
+                    );
+                }
+                Rvm::NotCompiled => {}
+            }
+        }
         let mut failed = Vec::new();
         for case in &test.cases {
             if case.skip {
                 totals.skipped += 1;
                 continue;
             }
-            match run_case(dir, &gatekeeper, case) {
+            match run_case(dir, &gatekeeper, case, totals) {
                 Ok(()) => {
                     totals.cases_passed += 1;
                     if verbose {
@@ -210,7 +241,7 @@ fn read_suite(path: &Path) -> Result<Suite, String> {
     serde_saphyr::from_str(&text).map_err(|e| e.to_string())
 }
 
-fn load_test(dir: &Path, test: &Test) -> Result<gatekeeper::Gatekeeper, LoadError> {
+fn load_test(dir: &Path, test: &Test, with_rvm: bool) -> Result<gatekeeper::Gatekeeper, LoadError> {
     let mut documents = Vec::new();
     // One file may hold a template and its constraints: take templates from `template` and
     // everything else from `constraint`.
@@ -227,10 +258,15 @@ fn load_test(dir: &Path, test: &Test) -> Result<gatekeeper::Gatekeeper, LoadErro
                 .filter(|(_, _, d)| (d["kind"] == "ConstraintTemplate") == templates),
         );
     }
-    gatekeeper::load_documents(documents, VERIFY_EVAL_TIMEOUT)
+    gatekeeper::load_documents(documents, VERIFY_EVAL_TIMEOUT, with_rvm)
 }
 
-fn run_case(dir: &Path, gatekeeper: &gatekeeper::Gatekeeper, case: &Case) -> Result<(), String> {
+fn run_case(
+    dir: &Path,
+    gatekeeper: &gatekeeper::Gatekeeper,
+    case: &Case,
+    totals: &mut Totals,
+) -> Result<(), String> {
     if case.object.is_empty() {
         return Err("the case names no object".to_owned());
     }
@@ -260,10 +296,58 @@ fn run_case(dir: &Path, gatekeeper: &gatekeeper::Gatekeeper, case: &Case) -> Res
         Review::from_object(value)
     };
     let violations = gatekeeper.evaluate(&review);
+    // The interpreter is the reference; the RVM must agree with it wherever it runs.
+    if gatekeeper
+        .templates()
+        .iter()
+        .any(|t| matches!(t.rvm, Rvm::Compiled(_)))
+    {
+        if let Some(rvm) = gatekeeper.evaluate_on(&review, RegoEngine::Rvm) {
+            totals.cases_both += 1;
+            if let Some(diff) = differ(&violations, &rvm) {
+                totals.cases_differ += 1;
+                return Err(format!(
+                    "the RVM answers differently from the interpreter: {diff}"
+                ));
+            }
+        }
+    }
     for assertion in &case.assertions {
         check(assertion, &violations)?;
     }
     Ok(())
+}
+
+/// How two engines' answers differ (count, messages or errors), if they do.
+fn differ(interpreter: &[Violation], rvm: &[Violation]) -> Option<String> {
+    let key = |vs: &[Violation]| {
+        let mut all: Vec<(String, String, bool)> = vs
+            .iter()
+            // Both failing is the same verdict (denied); the engines word errors differently.
+            .map(|v| {
+                (
+                    v.constraint.clone(),
+                    if v.error {
+                        String::new()
+                    } else {
+                        v.msg.clone()
+                    },
+                    v.error,
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let (a, b) = (key(interpreter), key(rvm));
+    (a != b).then(|| {
+        let show = |all: &[(String, String, bool)]| -> Vec<String> {
+            all.iter()
+                .map(|(c, m, e)| format!("[{c}]{} {m}", if *e { " error:" } else { "" }))
+                .collect()
+        };
+        format!("interpreter {:?}, rvm {:?}", show(&a), show(&b))
+    })
 }
 
 fn check(assertion: &Assertion, violations: &[Violation]) -> Result<(), String> {

@@ -333,8 +333,13 @@ fn a_bad_policy_stops_startup() {
 }
 
 fn verify(suites: &[PathBuf]) -> (bool, String) {
+    verify_with(&[], suites)
+}
+
+fn verify_with(flags: &[&str], suites: &[PathBuf]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("verify")
+        .args(flags)
         .args(suites)
         .output()
         .expect("run gatehouse verify");
@@ -368,4 +373,36 @@ fn verify_passes_our_suites_and_fails_a_wrong_one() {
         out.contains("FAIL says-allowed-but-is-denied: got 1 violations but want none"),
         "{out}"
     );
+}
+
+/// The differential check over our own suites: every case on regorus's interpreter and on its
+/// RVM. They differ exactly where template.rs's unit test pins regorus 0.14.1's RVM bugs (bare
+/// function facts in the allowed-repos lib: three wrong allows; an assignment from an absent
+/// label in the negation suite: a wrong denial), which is why requests use the interpreter.
+#[test]
+fn verify_rvm_compares_both_engines_on_every_case_of_our_suites() {
+    for (suite, cases, differ) in [
+        ("allowed-repos", 5, 3),
+        ("disallowed-tags", 6, 0),
+        ("required-labels", 4, 0),
+        ("container-limits", 5, 0),
+        ("negation", 4, 1),
+    ] {
+        let (ok, out) = verify_with(
+            &["--rvm"],
+            &[data().join("suites").join(suite).join("suite.yaml")],
+        );
+        let line = format!("cases run on both engines, {differ} answered differently");
+        assert!(
+            out.contains(&format!("; {cases} {line}")),
+            "{suite}: want {cases} cases, {differ} different: {out}"
+        );
+        assert_eq!(ok, differ == 0, "{suite}: {out}");
+        if differ > 0 {
+            assert!(
+                out.contains("the RVM answers differently from the interpreter: interpreter ["),
+                "{out}"
+            );
+        }
+    }
 }

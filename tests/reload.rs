@@ -1,6 +1,7 @@
 //! Config reload against the real binary over TLS: SIGHUP and a ConfigMap-style `..data` symlink
 //! swap load a new configuration; a bad file leaves the old one deciding; SIGHUP without a
-//! config file is harmless; settings needing a restart are named, not half-applied.
+//! config file is harmless; settings needing a restart are named, not half-applied; Gatekeeper
+//! policy files are watched like the config file.
 
 mod common;
 
@@ -297,4 +298,95 @@ async fn settings_needing_a_restart_are_named_and_keep_their_running_values() {
         200
     );
     assert_eq!(client.post_json("/mutate", body).await.status, 404);
+}
+
+/// A template refusing images outside `parameters.prefix`.
+const PREFIX_TEMPLATE: &str = r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: ghprefix}
+spec:
+  crd:
+    spec:
+      names: {kind: GhPrefix}
+      validation:
+        openAPIV3Schema:
+          type: object
+          properties:
+            prefix: {type: string}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package ghprefix
+        violation[{"msg": msg}] {
+          image := input.review.object.spec.containers[_].image
+          not startswith(image, input.parameters.prefix)
+          msg := sprintf("image <%v> is not under <%v>", [image, input.parameters.prefix])
+        }
+"#;
+
+fn prefix_constraint(prefix: &str) -> String {
+    format!("apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: GhPrefix\nmetadata: {{name: only-prefix}}\nspec:\n  parameters: {{prefix: {prefix}}}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_constraint_file_is_picked_up_and_a_broken_template_keeps_the_old_policies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("gatekeeper");
+    std::fs::create_dir(&policies).expect("mkdir");
+    std::fs::write(policies.join("template.yaml"), PREFIX_TEMPLATE).expect("write");
+    std::fs::write(
+        policies.join("constraint.yaml"),
+        prefix_constraint("registry.internal/"),
+    )
+    .expect("write");
+    let config = dir.path().join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        format!("gatekeeper:\n  paths: [{}]\n", policies.display()),
+    )
+    .expect("write");
+    let mut server = Gatehouse::start(Some(&config));
+    assert!(server.allowed(INTERNAL).await);
+    assert!(!server.allowed(PUBLIC).await);
+
+    // Only the constraint file changes; the config file stays as it was.
+    std::fs::write(
+        policies.join("constraint.yaml"),
+        prefix_constraint("docker.io/"),
+    )
+    .expect("write");
+    server.wait_for(
+        "a reload on the policy file change",
+        event(RELOADED, "file change"),
+    );
+    assert!(
+        server.allowed(PUBLIC).await,
+        "the edited constraint decides"
+    );
+    assert!(!server.allowed(INTERNAL).await);
+
+    // A template whose Rego does not parse: refused, logged, the policies before keep deciding.
+    std::fs::write(
+        policies.join("zz-broken.yaml"),
+        PREFIX_TEMPLATE
+            .replace("ghprefix", "ghbroken")
+            .replace("GhPrefix", "GhBroken")
+            .replace("startswith(", "startswith(("),
+    )
+    .expect("write");
+    let refused = server.wait_for(
+        "a refused reload of the broken template",
+        event(REFUSED, "file change"),
+    );
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("zz-broken.yaml") && m.contains("template ghbroken")),
+        "{refused}"
+    );
+    assert!(
+        server.allowed(PUBLIC).await,
+        "the old policies still decide"
+    );
+    assert!(!server.allowed(INTERNAL).await);
 }

@@ -17,6 +17,9 @@ use super::{Action, Gatekeeper, GatekeeperConfig};
 const MAX_FILE: u64 = 4 << 20;
 /// Most files read from the configured directories.
 const MAX_FILES: usize = 10_000;
+/// Most policy bytes one reload poll reads to notice a change (template files are kilobytes);
+/// files past it are compared by size and modification time only.
+pub const MAX_POLL_BYTES: u64 = 16 << 20;
 
 /// Why templates or constraints could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +84,60 @@ pub fn load(config: &GatekeeperConfig) -> Result<Gatekeeper, LoadError> {
     for file in files {
         documents.extend(read_documents(&file)?);
     }
-    load_documents(documents, config.eval_timeout.0)
+    load_documents(documents, config.eval_timeout.0, false)
+}
+
+/// A digest of what [`load`] would read under `paths`: the files' names (so the directories'
+/// listings) and contents, bounded by [`MAX_POLL_BYTES`] and the file count [`load`] allows.
+/// The reload poll compares it with the last one to reload policies that changed on disk.
+pub fn fingerprint(paths: &[PathBuf]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+
+    let mut hash = Sha256::new();
+    let mut budget = MAX_POLL_BYTES;
+    for path in paths {
+        let mut files = Vec::new();
+        if let Err(e) = collect(path, &mut files) {
+            // An unreadable path is a state too: its change (fixed or broken) is a change.
+            hash.update(e.to_string().as_bytes());
+            continue;
+        }
+        for file in files {
+            hash.update(file.as_os_str().as_encoded_bytes());
+            hash.update([0]);
+            let meta = match std::fs::metadata(&file) {
+                Ok(m) => m,
+                Err(e) => {
+                    hash.update(e.to_string().as_bytes());
+                    continue;
+                }
+            };
+            hash.update(meta.len().to_le_bytes());
+            let read = (meta.len() <= budget)
+                .then(|| std::fs::File::open(&file).ok())
+                .flatten()
+                .and_then(|f| {
+                    let mut bytes = Vec::new();
+                    f.take(budget).read_to_end(&mut bytes).ok().map(|_| bytes)
+                });
+            match read {
+                Some(bytes) => {
+                    budget = budget.saturating_sub(bytes.len() as u64);
+                    hash.update(&bytes);
+                }
+                None => {
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .unwrap_or_default();
+                    hash.update(modified.as_nanos().to_le_bytes());
+                }
+            }
+        }
+    }
+    hash.finalize().into()
 }
 
 /// The YAML documents of one file, each with its file.
@@ -149,10 +205,12 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Compiles templates, then constraints (in any order across files).
+/// Compiles templates, then constraints (in any order across files); `with_rvm` also compiles
+/// each template for the RVM, to compare (the server does not).
 pub fn load_documents(
     documents: Vec<(PathBuf, usize, Json)>,
     eval_timeout: Duration,
+    with_rvm: bool,
 ) -> Result<Gatekeeper, LoadError> {
     let mut gatekeeper = Gatekeeper::default();
     let mut constraints = Vec::new();
@@ -165,7 +223,7 @@ pub fn load_documents(
         let api_version = str_at(&doc, &["apiVersion"]);
         let kind = str_at(&doc, &["kind"]);
         if kind == "ConstraintTemplate" && api_version.starts_with("templates.gatekeeper.sh/") {
-            let template = template(&file, &doc, eval_timeout)?;
+            let template = template(&file, &doc, eval_timeout, with_rvm)?;
             if let Some(other) = gatekeeper
                 .templates
                 .iter()
@@ -218,7 +276,12 @@ fn str_at(doc: &Json, path: &[&str]) -> String {
     at(doc, path).as_str().unwrap_or_default().to_owned()
 }
 
-fn template(file: &Path, doc: &Json, eval_timeout: Duration) -> Result<Template, LoadError> {
+fn template(
+    file: &Path,
+    doc: &Json,
+    eval_timeout: Duration,
+    with_rvm: bool,
+) -> Result<Template, LoadError> {
     let name = str_at(doc, &["metadata", "name"]);
     let error = |message: String| LoadError::Template {
         file: file.display().to_string(),
@@ -263,7 +326,16 @@ fn template(file: &Path, doc: &Json, eval_timeout: Duration) -> Result<Template,
         )));
     }
     let code = rego_code(target).map_err(&error)?;
-    Template::compile(name.clone(), kind, file, &code, schema, eval_timeout).map_err(error)
+    Template::compile(
+        name.clone(),
+        kind,
+        file,
+        &code,
+        schema,
+        eval_timeout,
+        with_rvm,
+    )
+    .map_err(error)
 }
 
 /// The Rego of a target: `code[engine: Rego]` if present, else `rego` and `libs`. CEL code

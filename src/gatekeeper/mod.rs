@@ -30,9 +30,9 @@ use crate::review::messages::{self, MessageList};
 use crate::units::HumanDuration;
 
 pub use constraint::Constraint;
-pub use load::{load, load_documents, read_documents, LoadError};
+pub use load::{fingerprint, load, load_documents, read_documents, LoadError, MAX_POLL_BYTES};
 pub use review::{Review, ReviewError};
-pub use template::Template;
+pub use template::{Rvm, Template};
 
 /// Most violations one constraint reports; the rest are counted. Bounds the answer.
 const MAX_VIOLATIONS: usize = 50;
@@ -47,6 +47,16 @@ pub struct GatekeeperConfig {
     pub paths: Vec<PathBuf>,
     /// Most time one constraint's evaluation may take; past it the request is denied.
     pub eval_timeout: HumanDuration,
+}
+
+/// One of regorus's two Rego engines. Requests use the interpreter; the RVM (the policy
+/// compiled to bytecode) is compared with it by `gatehouse verify --rvm`, tests and benches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegoEngine {
+    /// The tree-walking interpreter.
+    Interpreter,
+    /// The RVM.
+    Rvm,
 }
 
 impl Default for GatekeeperConfig {
@@ -139,6 +149,26 @@ impl Gatekeeper {
 
     /// Evaluates every constraint whose `match` selects the review.
     pub fn evaluate(&self, review: &Review) -> Vec<Violation> {
+        self.evaluate_with(review, |t, input| Some(t.violations(input)))
+    }
+
+    /// Evaluates on one engine, for comparison; `None` when `engine` is the RVM and a selected
+    /// template has no RVM program.
+    pub fn evaluate_on(&self, review: &Review, engine: RegoEngine) -> Option<Vec<Violation>> {
+        let mut missing = false;
+        let out = self.evaluate_with(review, |t, input| {
+            let answer = t.violations_on(engine, input);
+            missing |= answer.is_none();
+            answer
+        });
+        (!missing).then_some(out)
+    }
+
+    fn evaluate_with(
+        &self,
+        review: &Review,
+        mut run: impl FnMut(&Template, regorus::Value) -> Option<Result<Vec<String>, String>>,
+    ) -> Vec<Violation> {
         let mut out = Vec::new();
         for constraint in &self.constraints {
             if !constraint.applies_to(review) {
@@ -147,8 +177,9 @@ impl Gatekeeper {
             let Some(template) = self.templates.get(constraint.template) else {
                 continue;
             };
-            match template.violations(review.input(&constraint.parameters)) {
-                Ok(messages) => {
+            match run(template, review.input(&constraint.parameters)) {
+                None => {}
+                Some(Ok(messages)) => {
                     let total = messages.len();
                     for msg in messages.into_iter().take(MAX_VIOLATIONS) {
                         out.push(constraint.violation(msg, false));
@@ -159,7 +190,7 @@ impl Gatekeeper {
                     }
                 }
                 // Fail closed: a template that cannot answer refuses, whatever its action.
-                Err(e) => out.push(
+                Some(Err(e)) => out.push(
                     constraint.violation(format!("evaluation failed, request denied: {e}"), true),
                 ),
             }
