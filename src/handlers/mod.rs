@@ -158,3 +158,25 @@ pub(crate) async fn decide(app: &App, subject: &Subject<'_>, route: &'static str
     }
     decision
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request's future is allocated and moved whole, whatever its route: one route's
+    /// large state (the GitHub lookup's, ~8 KiB) must not make every request pay for it.
+    #[test]
+    fn a_request_future_stays_small() {
+        let app = App::new(crate::config::Config::default()).expect("default config");
+        let body = [0u8; 0];
+        for route in [
+            Route::Authenticate,
+            Route::Validate,
+            Route::Mutate,
+            Route::ImagePolicy,
+        ] {
+            let size = std::mem::size_of_val(&dispatch(&app, route, &body));
+            assert!(size <= 2048, "{route:?}: the request future takes {size} bytes");
+        }
+    }
+}
