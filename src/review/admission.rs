@@ -55,7 +55,12 @@ pub struct AdmissionRequest<'a, O> {
     #[serde(borrow)]
     pub resource: GroupVersionResource<'a>,
     /// e.g. `ephemeralcontainers`, `status`.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_str"
+    )]
     pub sub_resource: Option<Cow<'a, str>>,
     /// The kind as the client sent it.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -64,13 +69,28 @@ pub struct AdmissionRequest<'a, O> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub request_resource: Option<GroupVersionResource<'a>>,
     /// The subresource as the client sent it.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_str"
+    )]
     pub request_sub_resource: Option<Cow<'a, str>>,
     /// The object's name (may be empty on CREATE with generateName).
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_str"
+    )]
     pub name: Option<Cow<'a, str>>,
     /// The namespace; absent for cluster-scoped objects.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_str"
+    )]
     pub namespace: Option<Cow<'a, str>>,
     /// CREATE, UPDATE, DELETE or CONNECT (any other string is kept and not evaluated).
     #[serde(borrow)]
