@@ -16,11 +16,11 @@ use crate::review::admission::{
 /// Decodes, mutates and answers one review.
 pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     let bytes = answer(&app.mutations, body)?;
-    Ok(json_response(StatusCode::OK, Bytes::from(bytes)))
+    Ok(json_response(StatusCode::OK, bytes))
 }
 
 /// One mutation decision without HTTP: the AdmissionReview body in, the answer's body out.
-pub fn answer(mutations: &Mutations, body: &[u8]) -> Result<Vec<u8>, Rejection> {
+pub fn answer(mutations: &Mutations, body: &[u8]) -> Result<Bytes, Rejection> {
     // A malformed object is not a 400 here: the envelope is fine, so the apiserver gets an
     // answer it can use (allowed, unpatched, with a warning), never a 500 or a broken patch.
     match decode_review(body)? {

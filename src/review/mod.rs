@@ -13,8 +13,9 @@ pub mod token;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A string map (labels, annotations) borrowing from the body.
 pub type StrMap<'a> = BTreeMap<Cow<'a, str>, Cow<'a, str>>;
@@ -149,6 +150,19 @@ fn text(body: &[u8]) -> Result<&str, std::str::Utf8Error> {
     std::str::from_utf8(body)
 }
 
+/// Encodes an answer into one buffer allocated with room for `capacity` bytes (it grows if that
+/// was short), handed to the response as is: no growing from empty, no copy afterwards.
+pub fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    capacity: usize,
+) -> Result<Bytes, serde_json::Error> {
+    let mut buf = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut buf, value)?;
+    // At its exact length `Bytes` adopts the allocation; with spare room it would allocate a
+    // shared header beside it. Shrinking in place is the cheaper of the two.
+    Ok(Bytes::from(buf.into_boxed_slice()))
+}
+
 /// Decodes a review whose body may carry a secret (a bearer token): errors keep no content.
 pub fn decode_redacted<'a, T: Deserialize<'a>>(
     what: &'static str,
@@ -157,7 +171,10 @@ pub fn decode_redacted<'a, T: Deserialize<'a>>(
     let body = text(body).map_err(|e| {
         // Line and column as serde_json counts them, so both errors read alike.
         let before = &body[..e.valid_up_to()];
-        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         DecodeError::Redacted {
             what,
             category: "encoding",
@@ -245,6 +262,38 @@ mod tests {
             decode_review(&bad),
             Err(DecodeError::NotUtf8 { .. })
         ));
+    }
+
+    #[test]
+    fn answers_encode_as_serde_json_writes_them_whatever_the_size_estimate() {
+        use super::admission::{
+            encode_response, AdmissionApiVersion, AdmissionKind, AdmissionResponse,
+            AdmissionReview, Status,
+        };
+        let long = "denied \"quoted\"\n".repeat(200);
+        let response = || AdmissionResponse {
+            uid: Cow::Borrowed("u1"),
+            allowed: false,
+            status: Some(Status {
+                message: Some(Cow::Borrowed(&long)),
+                code: Some(403),
+                ..Status::default()
+            }),
+            warnings: Some(vec![Cow::Borrowed("w\u{1}"); 30]),
+            audit_annotations: Some(BTreeMap::from([(Cow::Borrowed("k"), Cow::Borrowed("v"))])),
+            patch: Some(Cow::Borrowed("W10=")),
+            patch_type: Some(Cow::Borrowed("JSONPatch")),
+        };
+        let expected = serde_json::to_vec(&AdmissionReview::<'_, &serde_json::value::RawValue> {
+            api_version: AdmissionApiVersion::V1beta1,
+            kind: AdmissionKind::AdmissionReview,
+            request: None,
+            response: Some(response()),
+        })
+        .expect("encodes");
+        let encoded = encode_response(AdmissionApiVersion::V1beta1, response()).expect("encodes");
+        assert_eq!(&encoded[..], &expected[..]);
+        assert_eq!(&encode(&"x", 0).expect("encodes")[..], b"\"x\"");
     }
 
     #[test]
