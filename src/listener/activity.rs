@@ -384,9 +384,18 @@ mod tests {
         }
         activity.request_started();
         let stalled = activity.answer_started();
-        assert_eq!(counter.0.load(Ordering::SeqCst), 0, "a request woke the watchdog");
-        let v = tokio::time::timeout(bound, verdict).await.expect("send deadline");
-        assert_eq!(v, Verdict::Stalled("answer not taken within limits.send_timeout"));
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            0,
+            "a request woke the watchdog"
+        );
+        let v = tokio::time::timeout(bound, verdict)
+            .await
+            .expect("send deadline");
+        assert_eq!(
+            v,
+            Verdict::Stalled("answer not taken within limits.send_timeout")
+        );
         assert!(Instant::now() >= stalled.0 + short.send);
 
         // The idle deadline, started by the last request's end, is found the same way.
@@ -397,8 +406,14 @@ mod tests {
         let key = activity.answer_started();
         activity.request_ended(Some(key));
         let idle_since = Instant::now();
-        assert_eq!(counter.0.load(Ordering::SeqCst), 0, "a request woke the watchdog");
-        let v = tokio::time::timeout(bound, verdict).await.expect("idle deadline");
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            0,
+            "a request woke the watchdog"
+        );
+        let v = tokio::time::timeout(bound, verdict)
+            .await
+            .expect("idle deadline");
         assert_eq!(v, Verdict::Shutdown("idle for limits.idle_timeout"));
         assert!(Instant::now() >= idle_since + short.idle);
     }
