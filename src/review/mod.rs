@@ -299,9 +299,7 @@ mod tests {
     #[test]
     fn a_token_review_that_is_not_utf8_is_refused_without_its_content() {
         let body = b"{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\n\"spec\":{\"token\":\"S3CRET\xff\"}}";
-        let error = decode_redacted::<TokenReview<'_>>("TokenReview", body)
-            .err()
-            .expect("refused");
+        let error = decode_redacted::<TokenReview<'_>>("TokenReview", body).expect_err("refused");
         assert!(matches!(
             error,
             DecodeError::Redacted {
