@@ -59,13 +59,46 @@ pub trait Expiring {
 
 /// Two independently keyed SipHash-1-3 streams, so the 128-bit key is unpredictable to a client
 /// (no crafted collisions) and accidental collisions are out of reach.
-pub struct KeyHasher(std::hash::DefaultHasher, std::hash::DefaultHasher);
+///
+/// Inputs come as many short pieces (a length, a name, a tag); each SipHash `write` has a fixed
+/// cost, so pieces gather in a small buffer on the stack and reach both streams in large writes.
+pub struct KeyHasher {
+    streams: (std::hash::DefaultHasher, std::hash::DefaultHasher),
+    buf: [u8; KEY_BUF],
+    len: usize,
+}
+
+/// Bytes gathered before they are hashed.
+const KEY_BUF: usize = 256;
 
 impl KeyHasher {
+    fn new(keys: &(std::hash::RandomState, std::hash::RandomState)) -> Self {
+        Self {
+            streams: (keys.0.build_hasher(), keys.1.build_hasher()),
+            buf: [0; KEY_BUF],
+            len: 0,
+        }
+    }
+
     /// Adds bytes to both streams.
     pub fn write(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
-        self.1.write(bytes);
+        if self.len + bytes.len() > KEY_BUF {
+            self.flush();
+            if bytes.len() > KEY_BUF {
+                self.streams.0.write(bytes);
+                self.streams.1.write(bytes);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn flush(&mut self) {
+        let gathered = &self.buf[..self.len];
+        self.streams.0.write(gathered);
+        self.streams.1.write(gathered);
+        self.len = 0;
     }
 
     /// Adds a string with its length, so ("ab","c") and ("a","bc") differ.
@@ -74,8 +107,9 @@ impl KeyHasher {
         self.write(s.as_bytes());
     }
 
-    fn finish(&self) -> CacheKey {
-        (u128::from(self.0.finish()) << 64) | u128::from(self.1.finish())
+    fn finish(mut self) -> CacheKey {
+        self.flush();
+        (u128::from(self.streams.0.finish()) << 64) | u128::from(self.streams.1.finish())
     }
 }
 
@@ -187,7 +221,7 @@ where
 impl<V> DecisionCache<V, CacheKey> {
     /// The key for a request: a keyed hash of what its decision reads.
     pub fn key(&self, input: &(impl Cacheable + ?Sized)) -> CacheKey {
-        let mut hasher = KeyHasher(self.keys.0.build_hasher(), self.keys.1.build_hasher());
+        let mut hasher = KeyHasher::new(&self.keys);
         input.hash_input(&mut hasher);
         hasher.finish()
     }
@@ -330,6 +364,50 @@ mod tests {
     fn cached(calls: &Arc<AtomicUsize>) -> Cached<Counting, Answer> {
         let cache = DecisionCache::new(&CacheConfig::default());
         tower::Layer::layer(&CacheLayer::new(cache), Counting(calls.clone()))
+    }
+
+    /// Pieces, however split and however long, hash as the bytes they make up; `write_str`
+    /// keeps the split between strings.
+    struct Pieces(Vec<Vec<u8>>);
+    impl Cacheable for Pieces {
+        fn hash_input(&self, state: &mut KeyHasher) {
+            for piece in &self.0 {
+                state.write(piece);
+            }
+        }
+    }
+
+    #[test]
+    fn keys_depend_on_the_bytes_not_on_how_they_were_gathered() {
+        let cache = DecisionCache::<Answer>::new(&CacheConfig::default());
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = cache.key(&Pieces(vec![bytes.clone()]));
+        for cuts in [
+            vec![1, 2, 3],
+            vec![255, 256, 257],
+            vec![100, 400, 999],
+            vec![300],
+        ] {
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                pieces.push(bytes[start..cut].to_vec());
+                start = cut;
+            }
+            assert_eq!(cache.key(&Pieces(pieces)), whole);
+        }
+        let mut other = bytes.clone();
+        other[999] ^= 1;
+        assert_ne!(cache.key(&Pieces(vec![other])), whole);
+        assert_ne!(cache.key(&Input("ab")), cache.key(&Input("abc")));
+        struct Two(&'static str, &'static str);
+        impl Cacheable for Two {
+            fn hash_input(&self, state: &mut KeyHasher) {
+                state.write_str(self.0);
+                state.write_str(self.1);
+            }
+        }
+        assert_ne!(cache.key(&Two("ab", "c")), cache.key(&Two("a", "bc")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

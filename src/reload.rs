@@ -67,7 +67,7 @@ impl tower::Service<Request<Bytes>> for CurrentHandlers {
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         // The one read of the current App for this request; the Arc lives as long as it does.
-        Handlers::new(self.current.load_full()).call(req)
+        crate::handlers::handle(self.current.load_full(), req)
     }
 }
 

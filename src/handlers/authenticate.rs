@@ -33,7 +33,9 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
         .authenticator
         .as_ref()
         .ok_or_else(|| Rejection::NotFound("/authenticate".to_owned()))?;
-    let decision = authenticator.review(&spec.token.0, &spec.audiences).await;
+    // Boxed: the review's future (a GitHub lookup on a miss) is ~8 KiB, and inline it would
+    // make every route's request future that large, allocated and copied per request.
+    let decision = Box::pin(authenticator.review(&spec.token.0, &spec.audiences)).await;
     let (status, user) = answer(&decision);
     let answer = TokenReview {
         api_version: review.api_version,

@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
 use http::StatusCode;
 
 use crate::app::App;
@@ -77,8 +76,16 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
             }),
         }),
     };
-    let bytes = serde_json::to_vec(&answer)?;
-    let mut response = json_response(StatusCode::OK, Bytes::from(bytes));
+    // The answer's strings plus the JSON around them.
+    let capacity = 160
+        + decision.message.as_ref().map_or(0, String::len)
+        + decision
+            .audit
+            .iter()
+            .map(|note| note.key.len() + note.value.len() + 8)
+            .sum::<usize>();
+    let bytes = crate::review::encode(&answer, capacity)?;
+    let mut response = json_response(StatusCode::OK, bytes);
     response.extensions_mut().insert(decided);
     Ok(response)
 }

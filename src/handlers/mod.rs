@@ -54,23 +54,30 @@ impl tower::Service<Request<Bytes>> for Handlers {
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let app = self.app.clone();
-        Box::pin(async move {
-            let route = req.extensions().get::<Route>().copied();
-            let body = req.into_body();
-            let answer = match route {
-                Some(route)
-                    if cpu_bound(route) && (body.len() > INLINE_MAX || runs_rego(&app, route)) =>
-                {
-                    off_the_runtime(app, route, body).await
-                }
-                Some(route) => dispatch(&app, route, &body).await,
-                // Disabled routes never resolve; this is the stack built without the router.
-                None => Err(Rejection::NotFound("this route".to_owned())),
-            };
-            Ok(answer.unwrap_or_else(Rejection::into_response))
-        })
+        handle(self.app.clone(), req)
     }
+}
+
+/// Answers `req` with `app`, which the future holds to its end.
+pub(crate) fn handle(
+    app: Arc<App>,
+    req: Request<Bytes>,
+) -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>> {
+    Box::pin(async move {
+        let route = req.extensions().get::<Route>().copied();
+        let body = req.into_body();
+        let answer = match route {
+            Some(route)
+                if cpu_bound(route) && (body.len() > INLINE_MAX || runs_rego(&app, route)) =>
+            {
+                off_the_runtime(app, route, body).await
+            }
+            Some(route) => dispatch(&app, route, &body).await,
+            // Disabled routes never resolve; this is the stack built without the router.
+            None => Err(Rejection::NotFound("this route".to_owned())),
+        };
+        Ok(answer.unwrap_or_else(Rejection::into_response))
+    })
 }
 
 /// The routes whose work is computation that grows with the body. `/authenticate` waits on
@@ -168,4 +175,29 @@ pub(crate) async fn decide(app: &App, subject: &Subject<'_>, route: &'static str
         }
     }
     decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request's future is allocated and moved whole, whatever its route: one route's
+    /// large state (the GitHub lookup's, ~8 KiB) must not make every request pay for it.
+    #[test]
+    fn a_request_future_stays_small() {
+        let app = App::new(crate::config::Config::default()).expect("default config");
+        let body = [0u8; 0];
+        for route in [
+            Route::Authenticate,
+            Route::Validate,
+            Route::Mutate,
+            Route::ImagePolicy,
+        ] {
+            let size = std::mem::size_of_val(&dispatch(&app, route, &body));
+            assert!(
+                size <= 2048,
+                "{route:?}: the request future takes {size} bytes"
+            );
+        }
+    }
 }

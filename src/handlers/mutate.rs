@@ -17,18 +17,18 @@ use crate::review::admission::{
 /// Decodes, mutates and answers one review.
 pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     let (bytes, decided) = decide(&app.mutations, body)?;
-    let mut response = json_response(StatusCode::OK, Bytes::from(bytes));
+    let mut response = json_response(StatusCode::OK, bytes);
     response.extensions_mut().insert(decided);
     Ok(response)
 }
 
 /// One mutation decision without HTTP: the AdmissionReview body in, the answer's body out.
-pub fn answer(mutations: &Mutations, body: &[u8]) -> Result<Vec<u8>, Rejection> {
+pub fn answer(mutations: &Mutations, body: &[u8]) -> Result<Bytes, Rejection> {
     decide(mutations, body).map(|(bytes, _)| bytes)
 }
 
 /// [`answer`], and the decision for the metrics.
-fn decide(mutations: &Mutations, body: &[u8]) -> Result<(Vec<u8>, metrics::Decision), Rejection> {
+fn decide(mutations: &Mutations, body: &[u8]) -> Result<(Bytes, metrics::Decision), Rejection> {
     // A malformed object is not a 400 here: the envelope is fine, so the apiserver gets an
     // answer it can use (allowed, unpatched, with a warning), never a 500 or a broken patch.
     match decode_review(body)? {

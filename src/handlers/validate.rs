@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use bytes::Bytes;
 use http::StatusCode;
 
 use crate::app::App;
@@ -28,7 +27,7 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     })?;
     let response = admission_response(&request.uid, &decision);
     let bytes = encode_response(admission.api_version, response)?;
-    let mut response = json_response(StatusCode::OK, Bytes::from(bytes));
+    let mut response = json_response(StatusCode::OK, bytes);
     response.extensions_mut().insert(super::decided(&decision));
     Ok(response)
 }

@@ -4,6 +4,13 @@
 //! hyper bounds none of these for h2: it keeps an answer for as long as the peer keeps its
 //! flow-control window shut, and a connection without streams lives as long as it answers
 //! pings. One watchdog per connection ([`Activity::verdict`]) turns them into deadlines.
+//!
+//! Requests only record what they do (under the connection's own, uncontended lock); they never
+//! wake the watchdog. Waking it per request cost an extra poll of the whole connection task and
+//! a timer re-registration each time. Instead the watchdog never sleeps longer than
+//! [`Activity::heartbeat`]: a send or idle deadline that starts after it last looked is at least
+//! that far away, so it still sees it in time and then sleeps until exactly that deadline. Only
+//! the rare events that must act at once (a close request, a blocked socket) wake it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -77,7 +84,7 @@ pub(crate) struct Activity {
     /// `opened`, plus one so that zero means "not blocked". An atomic: it is touched on every
     /// flush.
     write_blocked: AtomicU64,
-    /// Wakes the watchdog when a deadline may have moved earlier.
+    /// Wakes the watchdog for a close request or a blocked socket (never per request).
     changed: Notify,
 }
 
@@ -116,6 +123,7 @@ impl Activity {
     }
 
     /// A request ended (its answer was taken, or it was abandoned); `answer` is its answer's key.
+    /// The idle deadline starts now; the watchdog finds it within [`Self::heartbeat`].
     pub(crate) fn request_ended(&self, answer: Option<(Instant, u64)>) {
         let mut state = self.state();
         if let Some(i) = answer.and_then(|key| state.answers.iter().position(|a| *a == key)) {
@@ -124,25 +132,29 @@ impl Activity {
         state.requests = state.requests.saturating_sub(1);
         if state.requests == 0 {
             state.idle_since = Instant::now();
-            drop(state);
-            // The idle deadline starts now.
-            self.changed.notify_one();
         }
     }
 
     /// A request's answer was handed to hyper; returns its key for [`Self::request_ended`].
+    /// Its send deadline starts now; the watchdog finds it within [`Self::heartbeat`].
     pub(crate) fn answer_started(&self) -> (Instant, u64) {
         let mut state = self.state();
         let key = (Instant::now(), state.next_answer);
         state.next_answer += 1;
-        let first = state.answers.is_empty();
         state.answers.push(key);
-        drop(state);
-        // Later answers have later deadlines; only the first one can move the watchdog's.
-        if first {
-            self.changed.notify_one();
-        }
         key
+    }
+
+    /// The longest the watchdog sleeps without looking again: no longer than any deadline a
+    /// request can start (send, idle, and the close grace once shutting down), so one that
+    /// starts after it looked is never missed.
+    fn heartbeat(&self) -> Duration {
+        let beat = self.deadlines.send.min(self.deadlines.idle);
+        if self.state().closing_since.is_some() {
+            beat.min(CLOSE_GRACE)
+        } else {
+            beat
+        }
     }
 
     /// The socket would not take a write.
@@ -209,20 +221,20 @@ impl Activity {
     /// Resolves with what to do next, once a deadline passes.
     pub(crate) async fn verdict(&self) -> Verdict {
         loop {
-            // Registered before reading the state, so no change between the two is missed.
+            // Registered before reading the state, so no close request between the two is missed.
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
-            match self.next(now) {
+            let look_again = now + self.heartbeat();
+            let at = match self.next(now) {
                 Some((at, verdict)) if at <= now => return verdict,
-                Some((at, _)) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = notified => {}
-                    }
-                }
-                None => notified.await,
+                Some((at, _)) => at.min(look_again),
+                None => look_again,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = notified => {}
             }
         }
     }
@@ -328,6 +340,82 @@ mod tests {
         assert!(matches!(verdict, Verdict::Close(_)));
         activity.request_close(CloseRequest::Abort);
         assert!(matches!(activity.next(now), Some((at, Verdict::Close(_))) if at == now));
+    }
+
+    /// Counts wake-ups of the task polling the watchdog.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `verdict` once with `waker`.
+    fn poll_once(
+        verdict: &mut std::pin::Pin<&mut impl std::future::Future<Output = Verdict>>,
+        waker: &std::task::Waker,
+    ) -> std::task::Poll<Verdict> {
+        verdict
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+    }
+
+    #[tokio::test]
+    async fn requests_never_wake_the_watchdog_yet_their_deadlines_hold() {
+        let short = Deadlines {
+            first_request: Duration::from_secs(20),
+            idle: Duration::from_millis(600),
+            send: Duration::from_millis(300),
+        };
+        let counter = std::sync::Arc::new(CountingWaker(0.into()));
+        let waker = std::task::Waker::from(counter.clone());
+        let bound = Duration::from_secs(10);
+
+        // A stalled answer is caught once its send deadline passes, though nothing woke the
+        // watchdog when it started.
+        let activity = Activity::new(short);
+        let mut verdict = std::pin::pin!(activity.verdict());
+        assert!(poll_once(&mut verdict, &waker).is_pending());
+        for _ in 0..3 {
+            activity.request_started();
+            let key = activity.answer_started();
+            activity.request_ended(Some(key));
+        }
+        activity.request_started();
+        let stalled = activity.answer_started();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            0,
+            "a request woke the watchdog"
+        );
+        let v = tokio::time::timeout(bound, verdict)
+            .await
+            .expect("send deadline");
+        assert_eq!(
+            v,
+            Verdict::Stalled("answer not taken within limits.send_timeout")
+        );
+        assert!(Instant::now() >= stalled.0 + short.send);
+
+        // The idle deadline, started by the last request's end, is found the same way.
+        let activity = Activity::new(short);
+        let mut verdict = std::pin::pin!(activity.verdict());
+        assert!(poll_once(&mut verdict, &waker).is_pending());
+        activity.request_started();
+        let key = activity.answer_started();
+        activity.request_ended(Some(key));
+        let idle_since = Instant::now();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            0,
+            "a request woke the watchdog"
+        );
+        let v = tokio::time::timeout(bound, verdict)
+            .await
+            .expect("idle deadline");
+        assert_eq!(v, Verdict::Shutdown("idle for limits.idle_timeout"));
+        assert!(Instant::now() >= idle_since + short.idle);
     }
 
     #[tokio::test]

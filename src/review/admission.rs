@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -55,7 +56,12 @@ pub struct AdmissionRequest<'a, O> {
     #[serde(borrow)]
     pub resource: GroupVersionResource<'a>,
     /// e.g. `ephemeralcontainers`, `status`.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_str"
+    )]
     pub sub_resource: Option<Cow<'a, str>>,
     /// The kind as the client sent it.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -64,13 +70,28 @@ pub struct AdmissionRequest<'a, O> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub request_resource: Option<GroupVersionResource<'a>>,
     /// The subresource as the client sent it.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_str"
+    )]
     pub request_sub_resource: Option<Cow<'a, str>>,
     /// The object's name (may be empty on CREATE with generateName).
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_str"
+    )]
     pub name: Option<Cow<'a, str>>,
     /// The namespace; absent for cluster-scoped objects.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_str"
+    )]
     pub namespace: Option<Cow<'a, str>>,
     /// CREATE, UPDATE, DELETE or CONNECT (any other string is kept and not evaluated).
     #[serde(borrow)]
@@ -388,15 +409,41 @@ fn into_admission<'a>(
     })
 }
 
-/// Encodes an answer in the request's version, with `uid` echoed.
+/// Encodes an answer in the request's version, with `uid` echoed, into a buffer sized for it.
 pub fn encode_response(
     api_version: AdmissionApiVersion,
     response: AdmissionResponse<'_>,
-) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&AdmissionReview::<'_, &RawValue> {
-        api_version,
-        kind: AdmissionKind::AdmissionReview,
-        request: None,
-        response: Some(response),
-    })
+) -> Result<Bytes, serde_json::Error> {
+    let capacity = response.encoded_len_hint();
+    super::encode(
+        &AdmissionReview::<'_, &RawValue> {
+            api_version,
+            kind: AdmissionKind::AdmissionReview,
+            request: None,
+            response: Some(response),
+        },
+        capacity,
+    )
+}
+
+impl AdmissionResponse<'_> {
+    /// About how long the whole encoded AdmissionReview is: its strings plus the JSON around
+    /// them (escapes make it longer, which only costs one reallocation).
+    fn encoded_len_hint(&self) -> usize {
+        let strings = |list: &mut dyn Iterator<Item = usize>| list.map(|n| n + 8).sum::<usize>();
+        let status = self.status.as_ref().map_or(0, |s| {
+            96 + s.message.as_ref().map_or(0, |m| m.len())
+                + s.reason.as_ref().map_or(0, |r| r.len())
+        });
+        128 + self.uid.len()
+            + status
+            + self.patch.as_ref().map_or(0, |p| p.len() + 48)
+            + self
+                .warnings
+                .as_ref()
+                .map_or(0, |w| 16 + strings(&mut w.iter().map(|w| w.len())))
+            + self.audit_annotations.as_ref().map_or(0, |a| {
+                24 + strings(&mut a.iter().map(|(k, v)| k.len() + v.len() + 3))
+            })
+    }
 }

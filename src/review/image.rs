@@ -50,7 +50,12 @@ pub struct ImageReviewSpec<'a> {
     #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ImageReviewContainerSpec<'a>>,
     /// Only the pod annotations whose key contains `.image-policy.k8s.io/`.
-    #[serde(borrow, default, skip_serializing_if = "StrMap::is_empty")]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "StrMap::is_empty",
+        deserialize_with = "super::str_map"
+    )]
     pub annotations: StrMap<'a>,
     /// The pod's namespace.
     #[serde(borrow, default, skip_serializing_if = "str::is_empty")]

@@ -37,16 +37,16 @@ pub struct MetaView<'a> {
     #[serde(skip_deserializing, default = "yes")]
     pub present: bool,
     /// `metadata.name`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::optional_str")]
     pub name: Option<Cow<'a, str>>,
     /// `metadata.namespace`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::optional_str")]
     pub namespace: Option<Cow<'a, str>>,
     /// `metadata.labels`; `None` when absent or null (a patch must then create the map).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::optional_str_map")]
     pub labels: Option<StrMap<'a>>,
     /// `metadata.annotations`; `None` when absent or null.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::optional_str_map")]
     pub annotations: Option<StrMap<'a>>,
 }
 
@@ -149,10 +149,10 @@ pub struct ContainerView<'a> {
     #[serde(borrow, default)]
     pub name: Cow<'a, str>,
     /// `image`; may be absent in a template that a controller fills in.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::optional_str")]
     pub image: Option<Cow<'a, str>>,
     /// `imagePullPolicy`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::optional_str")]
     pub image_pull_policy: Option<Cow<'a, str>>,
 }
 
@@ -172,10 +172,10 @@ pub struct VolumeView<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ImageVolumeView<'a> {
     /// `reference`, written as a container's image; may be absent in a template.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::optional_str")]
     pub reference: Option<Cow<'a, str>>,
     /// `pullPolicy`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::optional_str")]
     pub pull_policy: Option<Cow<'a, str>>,
 }
 
