@@ -1,9 +1,9 @@
 //! The one place where a failure becomes an HTTP answer.
 //!
 //! Inside, code returns typed errors; at the edge each becomes a `Rejection`, answered as a
-//! Kubernetes `Status` object so that the apiserver's logs (and curl) show the reason. What
-//! tower's and tower-http's layers answer in the stack (an error, a bare status) is turned into
-//! a `Rejection` here too, by [`Edge`].
+//! Kubernetes `Status` object so that the apiserver's logs (and curl) show the reason. The errors
+//! tower's layers in the stack fail a request with are turned into a `Rejection` here too, by
+//! [`Edge`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -116,10 +116,14 @@ impl Rejection {
         }
     }
 
-    /// What a layer's error means: tower's `LoadShed` fails a request past the in-flight cap
-    /// with `Overloaded`; nothing else in the stack fails.
+    /// What a layer's error means: tower's `Timeout` fails a request past the deadline with
+    /// `Elapsed`, its `LoadShed` one past the in-flight cap with `Overloaded`; nothing else in
+    /// the stack fails.
     fn from_layer_error(error: &BoxError, limits: EdgeLimits) -> Self {
-        if error.is::<tower::load_shed::error::Overloaded>() {
+        if error.is::<tower::timeout::error::Elapsed>() {
+            tracing::warn!(timeout = ?limits.request_timeout, "request timed out");
+            Self::Timeout(limits.request_timeout)
+        } else if error.is::<tower::load_shed::error::Overloaded>() {
             // The access log records the 503; this says why, for whoever turns on debug.
             tracing::debug!(
                 limit = limits.max_in_flight,
@@ -189,7 +193,7 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response {
 /// The limits the [`Edge`] names in its answers.
 #[derive(Clone, Copy, Debug)]
 pub struct EdgeLimits {
-    /// `limits.request_timeout`, which tower-http's `TimeoutLayer` enforces.
+    /// `limits.request_timeout`, which tower's `Timeout` enforces.
     pub request_timeout: Duration,
     /// `limits.max_in_flight`, which tower's `ConcurrencyLimit` enforces.
     pub max_in_flight: usize,
@@ -219,9 +223,8 @@ impl<S> tower::Layer<S> for EdgeLayer {
     }
 }
 
-/// Turns what the library layers below answer into `Status` answers: an error (tower's
-/// `LoadShed` past the in-flight cap: 503 with `Retry-After`) and a bare answer without a body
-/// (tower-http's `TimeoutLayer`: 504). gatehouse's own answers pass as they are.
+/// Turns the errors of tower's layers below into `Status` answers: `Timeout` past the deadline
+/// (504), `LoadShed` past the in-flight cap (503 with `Retry-After`). Answers pass as they are.
 #[derive(Debug)]
 pub struct Edge<S> {
     inner: S,
@@ -302,18 +305,9 @@ where
                 *limits,
             ),
         };
-        Poll::Ready(Ok(match answer {
-            // gatehouse's own answers always carry a content type; tower-http's do not.
-            Ok(response)
-                if response.status() == StatusCode::GATEWAY_TIMEOUT
-                    && !response.headers().contains_key(header::CONTENT_TYPE) =>
-            {
-                tracing::warn!(timeout = ?limits.request_timeout, "request timed out");
-                Rejection::Timeout(limits.request_timeout).into_response()
-            }
-            Ok(response) => response,
-            Err(error) => Rejection::from_layer_error(&error, limits).into_response(),
-        }))
+        Poll::Ready(Ok(answer.unwrap_or_else(|error| {
+            Rejection::from_layer_error(&error, limits).into_response()
+        })))
     }
 }
 
@@ -372,10 +366,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn timeout_layers_bare_504_is_a_timeout_status() {
-        let mut bare = http::Response::new(Full::default());
-        *bare.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-        let (status, json) = status_json(edge(Ok(bare)).await).await;
+    async fn timeout_elapsed_is_a_504_timeout_status() {
+        let elapsed = tower::timeout::error::Elapsed::new();
+        let (status, json) = status_json(edge(Err(elapsed.into())).await).await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(json["reason"], "Timeout");
         assert_eq!(json["code"], 504);

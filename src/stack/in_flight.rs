@@ -11,14 +11,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use http::Request;
 use tokio::sync::Semaphore;
 use tower::limit::ConcurrencyLimit;
-use tower::load_shed::LoadShed;
-use tower::util::Oneshot;
-use tower::{BoxError, ServiceExt};
+use tower::load_shed::{self, LoadShed};
+use tower::BoxError;
 
 use crate::error::Response;
 use crate::router::Route;
@@ -63,7 +62,12 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = InFlightFuture<Oneshot<LoadShed<ConcurrencyLimit<S>>, Request<B>>, S::Future>;
+    type Future = InFlightFuture<
+        load_shed::future::ResponseFuture<
+            tower::limit::concurrency::future::ResponseFuture<S::Future>,
+        >,
+        S::Future,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The capped branch is made ready per request, in `call`, once the route is known.
@@ -76,9 +80,21 @@ where
             .get::<Route>()
             .is_some_and(|r| r.is_webhook());
         if is_webhook {
-            let capped = ConcurrencyLimit::with_semaphore(self.inner.clone(), self.permits.clone());
-            InFlightFuture::Capped {
-                future: LoadShed::new(capped).oneshot(req),
+            let mut capped = LoadShed::new(ConcurrencyLimit::with_semaphore(
+                self.inner.clone(),
+                self.permits.clone(),
+            ));
+            // LoadShed is always ready at once: it only records whether the cap had room (its
+            // call then fails with `Overloaded`), so no waker is ever needed here.
+            let mut cx = Context::from_waker(Waker::noop());
+            match capped.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => InFlightFuture::Capped {
+                    future: capped.call(req),
+                },
+                Poll::Ready(Err(error)) => InFlightFuture::Failed { error: Some(error) },
+                Poll::Pending => InFlightFuture::Failed {
+                    error: Some(load_shed::error::Overloaded::new().into()),
+                },
             }
         } else {
             InFlightFuture::Direct {
@@ -96,6 +112,8 @@ pin_project_lite::pin_project! {
         Capped { #[pin] future: C },
         /// Any other request.
         Direct { #[pin] future: D },
+        /// The capped branch failed to get ready.
+        Failed { error: Option<BoxError> },
     }
 }
 
@@ -111,6 +129,9 @@ where
         match self.project() {
             InFlightProj::Capped { future } => future.poll(cx),
             InFlightProj::Direct { future } => future.poll(cx).map_err(Into::into),
+            InFlightProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "polled after completion".into()))),
         }
     }
 }
