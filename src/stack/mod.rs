@@ -50,8 +50,9 @@ where
     H::Future: Send,
 {
     ServiceBuilder::new()
-        // Hand-written: tower-http's TraceLayer sees the request only through a span, so method,
-        // path, peer and user in the line would cost an enabled span per request.
+        // Hand-written: tower-http's TraceLayer sees the request only through a span, and an
+        // enabled span per request carrying method, path and peer, with the line logged inside
+        // it, costs 49.5k instructions against this one event's 18.5k (JSON log, callgrind).
         .layer(AccessLogLayer)
         .layer(EdgeLayer::new(EdgeLimits {
             request_timeout: limits.request_timeout.0,
