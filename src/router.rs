@@ -1,14 +1,15 @@
 //! Which route a request is for: 404 for unknown paths, 404 naming the `routes:` switch for a
-//! webhook that is off, 405 with `Allow` for a wrong method. The route travels in request extensions to the layers below and the handlers.
+//! webhook that is off, 405 with `Allow` for a wrong method. The route travels in request
+//! extensions to the layers below and the handlers.
 
-use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Method, Request};
 
 use crate::config::Routes;
 use crate::error::{Rejection, Response};
-use crate::stack::RejectOr;
 
 /// A route gatehouse serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,13 +125,13 @@ pub struct RouteService<S> {
 
 impl<S, B> tower::Service<Request<B>> for RouteService<S>
 where
-    S: tower::Service<Request<B>, Response = Response, Error = Infallible>,
+    S: tower::Service<Request<B>, Response = Response>,
 {
     type Response = Response;
-    type Error = Infallible;
-    type Future = RejectOr<S::Future>;
+    type Error = S::Error;
+    type Future = RouteFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -138,11 +139,41 @@ where
         match Route::resolve(req.method(), req.uri().path(), &self.enabled) {
             Ok(route) => {
                 req.extensions_mut().insert(route);
-                RejectOr::Inner {
+                RouteFuture::Inner {
                     future: self.inner.call(req),
                 }
             }
-            Err(rejection) => RejectOr::reject(rejection),
+            Err(rejection) => RouteFuture::Rejected {
+                response: Some(rejection.into_response()),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's answer, or the router's own.
+    #[project = RouteFutureProj]
+    pub enum RouteFuture<F> {
+        /// No route: answered here, without calling inner.
+        Rejected { response: Option<Response> },
+        /// Inner is handling it.
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F, E> Future for RouteFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouteFutureProj::Rejected { response } => Poll::Ready(Ok(response
+                .take()
+                // Polled after completion: a caller bug, answer rather than panic.
+                .unwrap_or_else(|| Rejection::Panic.into_response()))),
+            RouteFutureProj::Inner { future } => future.poll(cx),
         }
     }
 }

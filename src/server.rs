@@ -177,8 +177,8 @@ pub fn service<B>(
        + Send
        + 'static
 where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<tower::BoxError>,
 {
     let app = current.load();
     let (limits, routes): (&Limits, &Routes) = (&app.config.limits, &app.config.routes);

@@ -1,6 +1,8 @@
 //! A panic in a handler becomes a 500 for that request; the server keeps serving.
+//!
+//! Hand-written rather than tower-http's `CatchPanicLayer`, which boxes every answer's body
+//! (`UnsyncBoxBody`: an allocation per request) where the listener takes gatehouse's `Full`.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -29,13 +31,13 @@ pub struct CatchPanic<S> {
 
 impl<S, B> tower::Service<Request<B>> for CatchPanic<S>
 where
-    S: tower::Service<Request<B>, Response = Response, Error = Infallible>,
+    S: tower::Service<Request<B>, Response = Response>,
 {
     type Response = Response;
-    type Error = Infallible;
+    type Error = S::Error;
     type Future = CatchPanicFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -61,9 +63,9 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F> Future for CatchPanicFuture<F>
+impl<F, E> Future for CatchPanicFuture<F>
 where
-    F: Future<Output = Result<Response, Infallible>>,
+    F: Future<Output = Result<Response, E>>,
 {
     type Output = F::Output;
 
@@ -89,6 +91,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
     use tower::{Service, ServiceExt};
 
     #[tokio::test]
