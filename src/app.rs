@@ -8,6 +8,7 @@ use crate::cache::{CacheLayer, Cached, DecisionCache};
 use crate::config::Config;
 use crate::config_error::ConfigError;
 use crate::gatekeeper::Gatekeeper;
+use crate::metrics::{self, Metrics};
 use crate::mutation::Mutations;
 use crate::policy::{Decision, Policies, PolicyService};
 
@@ -29,20 +30,36 @@ pub struct App {
     pub authenticator: Option<Arc<Authenticator>>,
     /// Gatekeeper constraints for `/validate` and `/image_policy` (empty when none configured).
     pub gatekeeper: Gatekeeper,
+    /// The server's metrics, shared by every App a reload builds.
+    pub metrics: Arc<Metrics>,
     /// False once draining: `/readyz` answers 503 so load balancers stop sending. Shared by every
     /// App a reload builds, so a reload during the drain cannot make the server ready again.
     ready: Arc<AtomicBool>,
 }
 
 impl App {
-    /// Builds the engines; fails on a configuration that cannot be served.
+    /// Builds the engines with metrics of their own; fails on a configuration that cannot be
+    /// served.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// Builds the engines, counting into `metrics`.
+    pub fn with_metrics(config: Config, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
         let authenticator = if config.routes.authenticate {
-            Some(Arc::new(Authenticator::new(&config.authenticate.github)?))
+            Some(Arc::new(Authenticator::new(
+                &config.authenticate.github,
+                metrics.clone(),
+            )?))
         } else {
             None
         };
-        Self::build(config, authenticator, Arc::new(AtomicBool::new(true)))
+        Self::build(
+            config,
+            authenticator,
+            Arc::new(AtomicBool::new(true)),
+            metrics,
+        )
     }
 
     /// Builds the App for a reloaded `config` beside `running`: new engines and a new (empty)
@@ -58,18 +75,25 @@ impl App {
             {
                 Some(kept.clone())
             }
-            _ if config.routes.authenticate => {
-                Some(Arc::new(Authenticator::new(&config.authenticate.github)?))
-            }
+            _ if config.routes.authenticate => Some(Arc::new(Authenticator::new(
+                &config.authenticate.github,
+                running.metrics.clone(),
+            )?)),
             _ => None,
         };
-        Self::build(config, authenticator, running.ready.clone())
+        Self::build(
+            config,
+            authenticator,
+            running.ready.clone(),
+            running.metrics.clone(),
+        )
     }
 
     fn build(
         config: Config,
         authenticator: Option<Arc<Authenticator>>,
         ready: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigError> {
         let policies = Arc::new(crate::policy::config::compile(
             &config.policies,
@@ -80,7 +104,8 @@ impl App {
             .validate(config.limits.request_timeout.0)?;
         let gatekeeper = crate::gatekeeper::load(&config.gatekeeper)
             .map_err(|e| ConfigError::invalid("gatekeeper.paths", e.to_string()))?;
-        let decision_cache = DecisionCache::new(&config.cache);
+        let decision_cache =
+            DecisionCache::new(&config.cache).counted(metrics.clone(), metrics::Cache::Decision);
         let decisions =
             tower::Layer::layer(&CacheLayer::new(decision_cache.clone()), PolicyService);
         Ok(Self {
@@ -90,6 +115,7 @@ impl App {
             mutations: Mutations::compile(&config.mutations)?,
             authenticator,
             gatekeeper,
+            metrics,
             config,
             ready,
         })

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::metrics::{self, Metrics};
 use crate::units::HumanDuration;
 
 /// `cache:` in config.
@@ -100,6 +101,8 @@ impl<K, V: Expiring> moka::Expiry<K, V> for ByOutcome {
 pub struct DecisionCache<V, K = CacheKey> {
     cache: moka::future::Cache<K, V>,
     keys: Arc<(std::hash::RandomState, std::hash::RandomState)>,
+    /// Where hits and misses are counted, if anywhere.
+    counted: Option<(Arc<Metrics>, metrics::Cache)>,
 }
 
 impl<V, K> std::fmt::Debug for DecisionCache<V, K> {
@@ -129,7 +132,14 @@ where
         Self {
             cache,
             keys: Arc::new((std::hash::RandomState::new(), std::hash::RandomState::new())),
+            counted: None,
         }
+    }
+
+    /// Counts this cache's hits and misses in `metrics` as `cache`.
+    pub fn counted(mut self, metrics: Arc<Metrics>, cache: metrics::Cache) -> Self {
+        self.counted = Some((metrics, cache));
+        self
     }
 
     /// The cached answer for `key`, or `init`'s, run once however many callers miss together,
@@ -140,13 +150,26 @@ where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        let entry = self.cache.entry(key).or_try_insert_with(init).await?;
-        let computed = entry.is_fresh();
+        let entry = self.cache.entry(key).or_try_insert_with(init).await;
+        // A hit: answered by an entry this call did not compute (one already cached, or one a
+        // concurrent miss computed while this call waited). A failed lookup is a miss.
+        let computed = entry.as_ref().map_or(true, |e| e.is_fresh());
+        if let Some((metrics, cache)) = &self.counted {
+            metrics.record_cache(*cache, !computed);
+        }
+        let entry = entry?;
         Ok((entry.into_value(), computed))
     }
 
     /// How many answers are cached (approximate, for diagnostics).
     pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// How many answers are cached, once the cache's pending bookkeeping (inserts, expiries)
+    /// has run: for a metrics scrape, which should not lag the requests it follows.
+    pub async fn settled_len(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 

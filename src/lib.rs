@@ -21,6 +21,7 @@ pub mod labels;
 pub mod listener;
 pub mod logging;
 pub mod matching;
+pub mod metrics;
 pub mod mutation;
 pub mod pki;
 pub mod policy;

@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::error::Response;
+use crate::metrics::{HandshakeFailure, Metrics};
 use crate::tls::CurrentTls;
 use activity::{Activity, CloseRequest, Deadlines, Verdict};
 use registry::{Admission, Registry};
@@ -46,6 +47,8 @@ pub struct ListenerOptions {
     pub max_connections: usize,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub drain_timeout: Duration,
+    /// Where connections and handshake failures are counted (the webhook listener only).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Accept errors such as EMFILE are transient: wait this long and accept again rather than exit.
@@ -136,7 +139,7 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let registry = Registry::new(options.max_connections);
+    let registry = Registry::new(options.max_connections, options.metrics.clone());
     let protocols = Arc::new(Protocols::new(&options));
     let tls = options.tls.clone();
     let deadlines = Deadlines {
@@ -173,6 +176,7 @@ pub async fn serve<S>(
         // The configuration current at accept: this connection keeps it if the files rotate.
         let acceptor = tls.as_ref().map(|tls| TlsAcceptor::from(tls.get()));
         let handshake_timeout = options.handshake_timeout;
+        let metrics = options.metrics.clone();
         tokio::spawn(
             async move {
                 let permit = match admission {
@@ -193,6 +197,7 @@ pub async fn serve<S>(
                     peer,
                     activity,
                     handshake_timeout,
+                    metrics,
                 };
                 connection.serve(tcp, acceptor, &protocols, service).await;
             }
@@ -216,6 +221,7 @@ struct Connection {
     peer: SocketAddr,
     activity: Arc<Activity>,
     handshake_timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Connection {
@@ -248,10 +254,12 @@ impl Connection {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    self.handshake_failed(HandshakeFailure::classify(&e));
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "TLS handshake timed out");
+                    self.handshake_failed(HandshakeFailure::Timeout);
                     return;
                 }
             },
@@ -267,6 +275,12 @@ impl Connection {
         };
         let io = TokioIo::new(WatchedIo::new(tls, self.activity.clone()));
         self.drive(builder.serve_connection(io, service)).await;
+    }
+
+    fn handshake_failed(&self, reason: HandshakeFailure) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_handshake_failure(reason);
+        }
     }
 
     /// Runs hyper's connection until it ends or the watchdog closes it.

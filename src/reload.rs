@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::config_error::ConfigError;
 use crate::error::Response;
 use crate::handlers::Handlers;
+use crate::metrics::ReloadOutcome;
 
 /// The App serving new requests; replaced whole by a reload.
 pub type CurrentApp = ArcSwap<App>;
@@ -148,8 +149,22 @@ impl Reloader {
     }
 
     /// Reads the file and, when `force`d (SIGHUP) or its content changed, builds and swaps in a
-    /// new App. Blocking: file I/O and policy compilation.
+    /// new App. Blocking: file I/O and policy compilation. Applied and refused reloads are
+    /// counted in the metrics (the App's, which every App a reload builds shares).
     pub fn reload(&self, force: bool) -> Result<Outcome, ReloadError> {
+        let result = self.try_reload(force);
+        let counted = match &result {
+            Ok(Outcome::Applied { .. }) => Some(ReloadOutcome::Ok),
+            Err(_) => Some(ReloadOutcome::Error),
+            Ok(Outcome::Unchanged | Outcome::NoFile) => None,
+        };
+        if let Some(outcome) = counted {
+            self.current.load().metrics.record_config_reload(outcome);
+        }
+        result
+    }
+
+    fn try_reload(&self, force: bool) -> Result<Outcome, ReloadError> {
         let Some(path) = &self.path else {
             return Ok(Outcome::NoFile);
         };

@@ -43,7 +43,7 @@ impl Route {
     }
 
     /// The route at `path`, switched on or not.
-    fn at(path: &str) -> Option<Self> {
+    pub fn at(path: &str) -> Option<Self> {
         Some(match path {
             "/authenticate" => Self::Authenticate,
             "/image_policy" => Self::ImagePolicy,

@@ -1,5 +1,7 @@
 //! Wiring: configuration → shared state → TLS → bound socket → listener with the stack, and the
-//! ops listener (health routes over plain HTTP) beside it.
+//! ops listener (health routes and metrics over plain HTTP) beside it. The [`Metrics`] are
+//! created here and handed to the App (and so to the caches, the authenticator and the
+//! reloader), the stack and the listener.
 
 mod ops;
 
@@ -17,6 +19,7 @@ use crate::config::{Config, Limits, Routes};
 use crate::config_error::ConfigError;
 use crate::error::Response;
 use crate::listener::{self, ListenerOptions};
+use crate::metrics::Metrics;
 use crate::reload::{CurrentApp, CurrentHandlers};
 use crate::tls::{self, CurrentTls, TlsError};
 
@@ -76,6 +79,8 @@ const OPS_MAX_CONNECTIONS: usize = 64;
 pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeError> {
     config.validate()?;
     log_effective(&config, insecure_http);
+    // One for the server's life: every App a reload builds counts into it.
+    let metrics = Arc::new(Metrics::new());
     let mut reload = None;
     let (tls, generated_ca) = if insecure_http {
         (None, None)
@@ -89,8 +94,8 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
                     client_ca: config.tls.client_ca.clone(),
                     client_names: config.tls.client_names.clone(),
                 };
-                let (contents, server_config) = files.load()?;
-                let current = Arc::new(CurrentTls::new(server_config));
+                let (contents, built) = files.load()?;
+                let current = Arc::new(CurrentTls::new(built));
                 reload = Some(Reload {
                     files,
                     contents,
@@ -117,11 +122,12 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
                 let pki =
                     certs::generate(&default_names(config.listen)).map_err(TlsError::Generate)?;
                 let (chain, key) = tls::parse_pem(&pki.cert_pem, &pki.key_pem)?;
-                let server_config = tls::server_config(chain, key, client.as_ref())?;
-                (
-                    Some(Arc::new(CurrentTls::new(server_config))),
-                    Some(pki.ca_pem),
-                )
+                let not_after = tls::leaf_not_after(&chain);
+                let built = tls::Built {
+                    config: tls::server_config(chain, key, client.as_ref())?,
+                    not_after,
+                };
+                (Some(Arc::new(CurrentTls::new(built))), Some(pki.ca_pem))
             }
         }
     };
@@ -144,8 +150,9 @@ pub async fn bind(config: Config, insecure_http: bool) -> Result<Bound, ServeErr
         drain_timeout: config.limits.request_timeout.0
             + config.limits.send_timeout.0
             + Duration::from_secs(1),
+        metrics: Some(metrics.clone()),
     };
-    let current = crate::reload::current(App::new(config)?);
+    let current = crate::reload::current(App::with_metrics(config, metrics)?);
     Ok(Bound {
         current,
         listener,
@@ -175,7 +182,12 @@ where
 {
     let app = current.load();
     let (limits, routes): (&Limits, &Routes) = (&app.config.limits, &app.config.routes);
-    crate::stack::build(limits, routes, CurrentHandlers::new(current.clone()))
+    crate::stack::build(
+        limits,
+        routes,
+        app.metrics.clone(),
+        CurrentHandlers::new(current.clone()),
+    )
 }
 
 /// Logs the configuration in effect (file and flags merged), without secrets: the break-glass
@@ -269,7 +281,7 @@ impl Bound {
         let mut out = format!("gatehouse listening on {scheme}://{}\n", self.local_addr);
         if let Some(addr) = self.ops_addr() {
             out.push_str(&format!(
-                "health probes on http://{addr} (/healthz, /readyz)\n"
+                "health probes and metrics on http://{addr} (/healthz, /readyz, /metrics)\n"
             ));
         }
         if let Some(ca) = &self.generated_ca {
@@ -285,8 +297,7 @@ impl Bound {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let current = self.current.clone();
-        // Readiness is one flag shared by every App a reload builds, so any App serves probes.
-        let ops_app = self.current.load_full();
+        let ops_service = ops::service(self.current.clone(), self.options.tls.clone());
         let service = service(self.current);
         let drain = async move {
             shutdown.await;
@@ -302,17 +313,14 @@ impl Bound {
                 tls: None,
                 max_connections: OPS_MAX_CONNECTIONS,
                 drain_timeout: Duration::from_secs(1),
+                // Probes and scrapes are not the webhook traffic the metrics describe.
+                metrics: None,
                 ..self.options.clone()
             };
             let stop = async move {
                 let _ = ops_stopped.await;
             };
-            tokio::spawn(listener::serve(
-                ops_listener,
-                ops::service(ops_app),
-                options,
-                stop,
-            ))
+            tokio::spawn(listener::serve(ops_listener, ops_service, options, stop))
         });
         let reload = self
             .reload

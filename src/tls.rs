@@ -168,7 +168,7 @@ pub fn parse_pem(
 }
 
 pub use client_auth::cert_names;
-pub use reload::{watch, Contents, CurrentTls, TlsFiles};
+pub use reload::{leaf_not_after, watch, Built, Contents, CurrentTls, TlsFiles};
 
 /// Who may connect, when `tls.client_ca` is set.
 #[derive(Clone, Debug)]

@@ -241,6 +241,10 @@ fn service_and_webhooks_point_at_the_pods_and_routes() {
     let port = &service["spec"]["ports"][0];
     assert_eq!(port["port"], 443);
     assert_eq!(port["targetPort"], "webhook");
+    // Prometheus scrapes the ops listener, never the webhook port.
+    let metrics = &service["spec"]["ports"][1];
+    assert_eq!(metrics["name"], "metrics");
+    assert_eq!(metrics["targetPort"], "ops");
 
     let limits = gatehouse::config::Config::default().limits;
     let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();

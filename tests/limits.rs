@@ -264,6 +264,20 @@ async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
         tls(server.addr, &server.ca_pem, b"http/1.1").await.is_err(),
         "a connection past the cap must be refused when none is idle"
     );
+    // Both counted in the metrics, when the listener decided (before either peer noticed).
+    let metrics = server
+        .app
+        .metrics
+        .encode(&Default::default())
+        .expect("metrics");
+    assert!(
+        metrics.contains("\ngatehouse_connections_evicted_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\ngatehouse_connections_refused_total 1\n"),
+        "{metrics}"
+    );
     assert_eq!(busy.finish().await, 200);
     assert_eq!(newcomer.finish().await, 200);
 }

@@ -31,6 +31,16 @@ fn issue_pki() -> Issued {
 /// Starts gatehouse serving `pki`'s pair, trusting `client_ca` for clients, with the ops
 /// listener on, and `client_names` as given (YAML flow list, or empty for none).
 async fn serve(pki: &Issued, client_ca: &str, client_names: &str) -> TestServer {
+    serve_reloading(pki, client_ca, client_names, "").await
+}
+
+/// [`serve`] with `extra` lines in the `tls:` block (indented).
+async fn serve_reloading(
+    pki: &Issued,
+    client_ca: &str,
+    client_names: &str,
+    extra: &str,
+) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |name: &str| dir.path().join(name);
     std::fs::write(path("tls.crt"), &pki.serving.cert).expect("write");
@@ -42,7 +52,7 @@ async fn serve(pki: &Issued, client_ca: &str, client_names: &str) -> TestServer 
         format!("  client_names: {client_names}\n")
     };
     let yaml = format!(
-        "listen: 127.0.0.1:0\nops:\n  listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n  client_ca: {}\n{names}",
+        "listen: 127.0.0.1:0\nops:\n  listen: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n  client_ca: {}\n{names}{extra}",
         path("tls.crt").display(),
         path("tls.key").display(),
         path("client-ca.crt").display(),
@@ -199,6 +209,12 @@ async fn a_client_certificate_without_an_allowed_name_is_refused() {
         "AccessDenied",
         "a name not in tls.client_names",
     );
+    wait_for_metric(
+        server.ops_addr.expect("ops listener"),
+        "gatehouse_tls_handshake_failures_total{reason=\"client_name\"}",
+        1,
+    )
+    .await;
     server.stop().await;
 
     // The same certificate with its name listed is admitted.
@@ -232,5 +248,93 @@ async fn the_ops_listener_serves_only_the_health_routes() {
     server.app.set_draining();
     let answer = ops_request(ops, "GET", "/readyz").await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    server.stop().await;
+}
+
+/// Scrapes the ops listener until `series` reads `expected` (bounded: a handshake's failure is
+/// counted by the server's task after the client has seen it).
+async fn wait_for_metric(ops: SocketAddr, series: &str, expected: u64) {
+    let line = format!("{series} {expected}\n");
+    let mut last = String::new();
+    for _ in 0..400 {
+        last = ops_request(ops, "GET", "/metrics").await;
+        if last.contains(&line) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{series} never became {expected} within 10s:\n{last}");
+}
+
+#[tokio::test]
+async fn the_client_ca_reloads_like_the_serving_pair() {
+    let (pki, next) = (issue_pki(), issue_pki());
+    let server = serve_reloading(&pki, &pki.ca.cert, "", "  reload_interval: 50ms\n").await;
+    let ops = server.ops_addr.expect("ops listener");
+    let (old_client, new_client) = (
+        pki.client.as_ref().expect("client pair"),
+        next.client.as_ref().expect("client pair"),
+    );
+    let with = |client: &certs::Pair| {
+        client_config(
+            &pki.ca.cert,
+            Some((&client.cert, &client.key)),
+            Proto::Http1,
+        )
+    };
+    let answer = try_get(server.addr, with(old_client), "/healthz").await;
+    assert!(answer.expect("answer").starts_with("HTTP/1.1 200"));
+    assert_refused(
+        try_get(server.addr, with(new_client), "/healthz").await,
+        "UnknownCA",
+        "the next CA's client before the rotation",
+    );
+    wait_for_metric(
+        ops,
+        "gatehouse_tls_handshake_failures_total{reason=\"bad_client_cert\"}",
+        1,
+    )
+    .await;
+    assert_refused(
+        try_get(
+            server.addr,
+            client_config(&pki.ca.cert, None, Proto::Http1),
+            "/healthz",
+        )
+        .await,
+        "CertificateRequired",
+        "no certificate",
+    );
+    wait_for_metric(
+        ops,
+        "gatehouse_tls_handshake_failures_total{reason=\"no_client_cert\"}",
+        1,
+    )
+    .await;
+
+    // Rotated in one rename, as a file written beside and moved over the old one.
+    let path = server.dir.path().join("client-ca.crt");
+    let staged = server.dir.path().join("client-ca.crt.new");
+    std::fs::write(&staged, &next.ca.cert).expect("write");
+    std::fs::rename(&staged, &path).expect("rename");
+    let tls = server.tls.clone().expect("tls");
+    for _ in 0..400 {
+        if tls.reloads() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(tls.reloads(), 1, "the new client CA is taken into use");
+
+    let answer = try_get(server.addr, with(new_client), "/healthz")
+        .await
+        .expect("the next CA's client is admitted");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_refused(
+        try_get(server.addr, with(old_client), "/healthz").await,
+        "UnknownCA",
+        "the old CA's client after the rotation",
+    );
+    assert_eq!(tls.failures(), 0);
     server.stop().await;
 }

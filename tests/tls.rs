@@ -18,28 +18,10 @@ fn pair() -> certs::GeneratedPki {
     certs::generate(&["localhost", "127.0.0.1"]).expect("generate")
 }
 
-/// Writes a Secret volume's next version as the kubelet does: the files into a new timestamped
-/// directory, a `..data_tmp` symlink to it renamed over `..data` (one atomic swap), the old
-/// directory removed. `tls.crt` and `tls.key` are symlinks through `..data`, made once.
+/// Publishes `cert` and `key` as the Secret volume's next version (see
+/// [`common::publish_secret`]).
 fn publish(volume: &Path, version: u32, cert: &str, key: &str) {
-    let dir_name = format!("..2026_11_30_05_{version:02}_00.{}", 1000 + version);
-    let dir = volume.join(&dir_name);
-    std::fs::create_dir(&dir).expect("version dir");
-    std::fs::write(dir.join("tls.crt"), cert).expect("write cert");
-    common::write_key(&dir.join("tls.key"), key);
-    let old = std::fs::read_link(volume.join("..data")).ok();
-    let tmp = volume.join("..data_tmp");
-    std::os::unix::fs::symlink(&dir_name, &tmp).expect("..data_tmp");
-    std::fs::rename(&tmp, volume.join("..data")).expect("swap ..data");
-    for name in ["tls.crt", "tls.key"] {
-        let link = volume.join(name);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("file link");
-        }
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(volume.join(old)).expect("remove old version");
-    }
+    common::publish_secret(volume, version, &[("tls.crt", cert), ("tls.key", key)]);
 }
 
 /// Starts gatehouse on a Secret-like volume holding `first`, reloading every 50ms.

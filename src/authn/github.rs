@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use super::config::GithubConfig;
 use super::Refusal;
 use crate::config_error::ConfigError;
+use crate::metrics::{GithubEndpoint, GithubOutcome, Metrics};
 
 /// GitHub's longest login; Enterprise Managed Users' `_shortcode` suffix counts towards it.
 pub const MAX_LOGIN_LEN: usize = 39;
@@ -175,11 +176,13 @@ pub struct Github {
     client: Octocrab,
     allowed_orgs: Vec<String>,
     read_teams: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Github {
-    /// Builds the client from the configuration. No request is made.
-    pub fn new(config: &GithubConfig) -> Result<Self, ConfigError> {
+    /// Builds the client from the configuration, counting calls into `metrics`. No request is
+    /// made.
+    pub fn new(config: &GithubConfig, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
         let bad_url = |e: octocrab::Error| {
             ConfigError::invalid("authenticate.github.api_url", format!("unusable: {e}"))
         };
@@ -208,6 +211,7 @@ impl Github {
             client,
             allowed_orgs: config.allowed_orgs.clone().unwrap_or_default(),
             read_teams: config.groups.teams(),
+            metrics,
         })
     }
 
@@ -216,7 +220,10 @@ impl Github {
         self: &Arc<Self>,
         credential: &Credential,
     ) -> Result<Result<GithubUser, Refusal>, GithubError> {
-        let user: User = match self.get("/user", "/user", credential).await? {
+        let user: User = match self
+            .get("/user", GithubEndpoint::User, "/user", credential)
+            .await?
+        {
             Got::Ok(user) => user,
             Got::Denied(StatusCode::UNAUTHORIZED) => return Ok(Err(Refusal::BadCredentials)),
             Got::Denied(_) => return Ok(Err(Refusal::Forbidden)),
@@ -269,7 +276,12 @@ impl Github {
             let route = format!("/user/memberships/orgs/{org}");
             tasks.spawn(async move {
                 let got = github
-                    .get::<Membership>(&route, "/user/memberships/orgs/{org}", &credential)
+                    .get::<Membership>(
+                        &route,
+                        GithubEndpoint::OrgMembership,
+                        "/user/memberships/orgs/{org}",
+                        &credential,
+                    )
                     .await;
                 (index, got)
             });
@@ -305,7 +317,10 @@ impl Github {
         let mut seen = HashSet::new();
         for page in 1..=MAX_TEAM_PAGES {
             let route = format!("/user/teams?per_page=100&page={page}");
-            let batch: Vec<Team> = match self.get(&route, "/user/teams", credential).await? {
+            let batch: Vec<Team> = match self
+                .get(&route, GithubEndpoint::Teams, "/user/teams", credential)
+                .await?
+            {
                 Got::Ok(batch) => batch,
                 // A token that may not list teams still authenticates, with org groups only.
                 Got::Denied(status) => {
@@ -348,9 +363,36 @@ impl Github {
         Ok(teams)
     }
 
+    /// One GET, classified, and counted in the metrics as `endpoint`. A call dropped before it
+    /// ends (the review's `timeout` fired) counts as a timeout.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        route: &str,
+        endpoint: GithubEndpoint,
+        path: &'static str,
+        credential: &Credential,
+    ) -> Result<Got<T>, GithubError> {
+        let mut call = Call {
+            metrics: &self.metrics,
+            endpoint,
+            outcome: GithubOutcome::Timeout,
+        };
+        let got = self.get_uncounted(route, path, credential).await;
+        call.outcome = match &got {
+            Ok(Got::Ok(_)) => GithubOutcome::Ok,
+            Ok(Got::Denied(StatusCode::UNAUTHORIZED)) => GithubOutcome::Unauthorized,
+            Ok(Got::Denied(StatusCode::NOT_FOUND)) => GithubOutcome::NotFound,
+            Ok(Got::Denied(_)) => GithubOutcome::Forbidden,
+            Err(GithubError::RateLimited(_)) => GithubOutcome::RateLimited,
+            Err(GithubError::Server(_)) => GithubOutcome::ServerError,
+            Err(_) => GithubOutcome::Error,
+        };
+        got
+    }
+
     /// One GET, classified: success decoded, refusals named, everything else an error.
     /// `path` names the call in errors and logs without ids or queries.
-    async fn get<T: DeserializeOwned>(
+    async fn get_uncounted<T: DeserializeOwned>(
         &self,
         route: &str,
         path: &'static str,
@@ -389,6 +431,20 @@ impl Github {
         let value = serde_json::from_slice(&bytes)
             .map_err(|source| GithubError::Malformed { path, source })?;
         Ok(Got::Ok(value))
+    }
+}
+
+/// One GitHub call being made: counted with its outcome when dropped, which is also when a
+/// timed-out call is abandoned.
+struct Call<'a> {
+    metrics: &'a Metrics,
+    endpoint: GithubEndpoint,
+    outcome: GithubOutcome,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.metrics.record_github(self.endpoint, self.outcome);
     }
 }
 

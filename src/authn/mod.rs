@@ -27,6 +27,7 @@ pub use config::{AuthenticateConfig, GithubConfig, GroupsMode};
 pub use github::GithubError;
 
 use crate::config_error::ConfigError;
+use crate::metrics::{self, Metrics};
 use config::{is_reserved, is_visible_ascii};
 use github::{Credential, Github, GithubUser};
 
@@ -147,6 +148,8 @@ pub struct Authenticator {
     lookups_refused: AtomicU64,
     /// Reviews past the cheap checks that have not had their answer yet.
     reviews_in_flight: AtomicUsize,
+    /// The server's metrics (token cache and GitHub calls are counted there too).
+    metrics: Arc<Metrics>,
 }
 
 /// Counts a review in [`Authenticator::reviews_in_flight`] for as long as it lives, so a review
@@ -182,10 +185,10 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Builds the client and cache from a validated `authenticate.github`; warns about settings
-    /// that are allowed but weaken the gate.
-    pub fn new(config: &GithubConfig) -> Result<Self, ConfigError> {
-        let github = Github::new(config)?;
+    /// Builds the client and cache from a validated `authenticate.github`, counting into
+    /// `metrics`; warns about settings that are allowed but weaken the gate.
+    pub fn new(config: &GithubConfig, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
+        let github = Github::new(config, metrics.clone())?;
         if config.allowed_orgs.as_ref().is_none_or(Vec::is_empty) {
             tracing::warn!(
                 "authenticate.github.allowed_orgs is empty: ANY GitHub user can authenticate \
@@ -202,7 +205,8 @@ impl Authenticator {
             config.cache_ttl.0,
             config.negative_cache_ttl.0,
             config.cache_max_entries,
-        );
+        )
+        .counted(metrics.clone(), metrics::Cache::Token);
         Ok(Self {
             github: Arc::new(github),
             cache,
@@ -218,6 +222,7 @@ impl Authenticator {
             max_lookups: config.max_concurrent_lookups,
             lookups_refused: AtomicU64::new(0),
             reviews_in_flight: AtomicUsize::new(0),
+            metrics,
         })
     }
 
@@ -230,6 +235,11 @@ impl Authenticator {
     /// Reviews waiting on the cache or on a GitHub conversation right now. For metrics.
     pub fn reviews_in_flight(&self) -> usize {
         self.reviews_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Tokens in the cache, once its pending bookkeeping has run. For metrics.
+    pub async fn cached_tokens(&self) -> u64 {
+        self.cache.settled_len().await
     }
 
     /// Reviews `token` for `requested` audiences. Cheap refusals come first and call nobody (the
@@ -296,6 +306,9 @@ impl Authenticator {
         // new tokens could make as long as it likes.
         let Ok(_permit) = self.lookups.try_acquire() else {
             let refused = self.lookups_refused.fetch_add(1, Ordering::Relaxed) + 1;
+            // Also counted process-wide: this authenticator (and its count) is replaced when a
+            // reload changes `authenticate.github`, the metric must not go back.
+            self.metrics.record_lookup_refused();
             tracing::warn!(
                 target: "gatehouse::authn",
                 max_concurrent_lookups = self.max_lookups,

@@ -10,6 +10,7 @@ use http::StatusCode;
 use crate::app::App;
 use crate::authn::{Decision, EXTRA_GITHUB_ID, EXTRA_GITHUB_LOGIN};
 use crate::error::{json_response, Rejection, Response};
+use crate::metrics;
 use crate::review::token::{TokenReview, TokenReviewKind, TokenReviewStatus, UserInfo};
 use crate::review::{decode_redacted, DecodeError};
 use crate::stack::LogUser;
@@ -45,6 +46,11 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     let bytes = serde_json::to_vec(&answer)?;
     let mut response = json_response(StatusCode::OK, Bytes::from(bytes));
     response.extensions_mut().insert(LogUser(user));
+    response.extensions_mut().insert(match decision {
+        Decision::Authenticated { .. } => metrics::Decision::Authenticated,
+        Decision::Refused(_) => metrics::Decision::Unauthenticated,
+        Decision::Unavailable(_) => metrics::Decision::Error,
+    });
     Ok(response)
 }
 

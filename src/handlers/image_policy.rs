@@ -7,6 +7,7 @@ use http::StatusCode;
 
 use crate::app::App;
 use crate::error::{json_response, Rejection, Response};
+use crate::metrics;
 use crate::policy::{ImageUse, Subject};
 use crate::review::admission::Operation;
 use crate::review::image::{ImageReview, ImageReviewKind, ImageReviewStatus};
@@ -47,6 +48,12 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     let decision = super::gatekeeper(app, decision, "image_policy", &spec.namespace, || {
         Ok(crate::gatekeeper::Review::from_image_review(spec))
     })?;
+    // An ImageReview carries no warnings: allowed or denied.
+    let decided = if decision.allowed() {
+        metrics::Decision::Allowed
+    } else {
+        metrics::Decision::Denied
+    };
     let answer = ImageReview {
         api_version: review.api_version,
         kind: ImageReviewKind::ImageReview,
@@ -71,5 +78,7 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
         }),
     };
     let bytes = serde_json::to_vec(&answer)?;
-    Ok(json_response(StatusCode::OK, Bytes::from(bytes)))
+    let mut response = json_response(StatusCode::OK, Bytes::from(bytes));
+    response.extensions_mut().insert(decided);
+    Ok(response)
 }

@@ -139,6 +139,17 @@ pub(crate) fn gatekeeper(
     Ok(Arc::new(merged))
 }
 
+/// The metrics' name for an admission decision: denied, warned (allowed with warnings) or
+/// allowed.
+pub(crate) fn decided(decision: &Decision) -> crate::metrics::Decision {
+    use crate::metrics::Decision as D;
+    match (decision.allowed(), decision.warnings.is_empty()) {
+        (false, _) => D::Denied,
+        (true, false) => D::Warned,
+        (true, true) => D::Allowed,
+    }
+}
+
 /// Runs the policies (through the decision cache) and logs what must be logged on every request,
 /// hit or miss: audit-only violations and break-glass use.
 pub(crate) async fn decide(app: &App, subject: &Subject<'_>, route: &'static str) -> Arc<Decision> {

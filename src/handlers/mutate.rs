@@ -8,6 +8,7 @@ use http::StatusCode;
 
 use crate::app::App;
 use crate::error::{json_response, Rejection, Response};
+use crate::metrics;
 use crate::mutation::{patch, Mutations, Outcome, Target};
 use crate::review::admission::{
     decode_review, encode_response, AdmissionResponse, Decoded, Operation, RequestView,
@@ -15,20 +16,34 @@ use crate::review::admission::{
 
 /// Decodes, mutates and answers one review.
 pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
-    let bytes = answer(&app.mutations, body)?;
-    Ok(json_response(StatusCode::OK, Bytes::from(bytes)))
+    let (bytes, decided) = decide(&app.mutations, body)?;
+    let mut response = json_response(StatusCode::OK, Bytes::from(bytes));
+    response.extensions_mut().insert(decided);
+    Ok(response)
 }
 
 /// One mutation decision without HTTP: the AdmissionReview body in, the answer's body out.
 pub fn answer(mutations: &Mutations, body: &[u8]) -> Result<Vec<u8>, Rejection> {
+    decide(mutations, body).map(|(bytes, _)| bytes)
+}
+
+/// [`answer`], and the decision for the metrics.
+fn decide(mutations: &Mutations, body: &[u8]) -> Result<(Vec<u8>, metrics::Decision), Rejection> {
     // A malformed object is not a 400 here: the envelope is fine, so the apiserver gets an
     // answer it can use (allowed, unpatched, with a warning), never a 500 or a broken patch.
     match decode_review(body)? {
         Decoded::Projected(admission) => {
             let request = &admission.request;
             let outcome = mutations.mutate(&target(request));
+            let decided = if !outcome.patch.is_empty() {
+                metrics::Decision::Patched
+            } else if !outcome.warnings.is_empty() {
+                metrics::Decision::Warned
+            } else {
+                metrics::Decision::Allowed
+            };
             let response = admission_response(&request.uid, outcome)?;
-            Ok(encode_response(admission.api_version, response)?)
+            Ok((encode_response(admission.api_version, response)?, decided))
         }
         Decoded::Malformed {
             api_version,
@@ -45,13 +60,18 @@ pub fn answer(mutations: &Mutations, body: &[u8]) -> Result<Vec<u8>, Rejection> 
                         "gatehouse: object not mutated, it cannot be patched: {error}"
                     ))]
                 });
+            let decided = if warnings.is_some() {
+                metrics::Decision::Warned
+            } else {
+                metrics::Decision::Allowed
+            };
             let response = AdmissionResponse {
                 uid: Cow::Borrowed(&request.uid),
                 allowed: true,
                 warnings,
                 ..AdmissionResponse::default()
             };
-            Ok(encode_response(api_version, response)?)
+            Ok((encode_response(api_version, response)?, decided))
         }
     }
 }

@@ -28,7 +28,9 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     })?;
     let response = admission_response(&request.uid, &decision);
     let bytes = encode_response(admission.api_version, response)?;
-    Ok(json_response(StatusCode::OK, Bytes::from(bytes)))
+    let mut response = json_response(StatusCode::OK, Bytes::from(bytes));
+    response.extensions_mut().insert(super::decided(&decision));
+    Ok(response)
 }
 
 /// Projects a request onto what policies read.

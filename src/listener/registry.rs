@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::activity::{Activity, CloseRequest};
+use crate::metrics::Metrics;
 
 /// Whether a new connection may be served.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub(crate) struct Registry {
     open: Mutex<Open>,
     next_id: AtomicU64,
     emptied: Notify,
+    /// Where open connections, evictions and refusals are counted, if anywhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +58,9 @@ pub(crate) struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(metrics) = &self.registry.metrics {
+            metrics.connection_closed();
+        }
         let mut open = self.registry.open();
         open.connections.remove(&self.id);
         if open.connections.is_empty() {
@@ -64,13 +70,14 @@ impl Drop for Slot {
 }
 
 impl Registry {
-    /// Room for `max` connections.
-    pub(crate) fn new(max: usize) -> Arc<Self> {
+    /// Room for `max` connections, counted in `metrics` if given.
+    pub(crate) fn new(max: usize, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(max)),
             open: Mutex::new(Open::default()),
             next_id: AtomicU64::new(0),
             emptied: Notify::new(),
+            metrics,
         })
     }
 
@@ -90,13 +97,20 @@ impl Registry {
             .values()
             .filter_map(|activity| activity.evictable_since().map(|since| (since, activity)))
             .min_by_key(|(since, _)| *since);
-        match victim {
+        let admission = match victim {
             Some((_, activity)) => {
                 activity.request_close(CloseRequest::Evict);
                 Admission::AfterEviction
             }
             None => Admission::Refused,
+        };
+        if let Some(metrics) = &self.metrics {
+            match admission {
+                Admission::AfterEviction => metrics.connection_evicted(),
+                _ => metrics.connection_refused(),
+            }
         }
+        admission
     }
 
     /// Waits at most `bound` for a slot, after an eviction. Released slots go to waiters first
@@ -121,6 +135,9 @@ impl Registry {
         }
         open.connections.insert(id, activity);
         drop(open);
+        if let Some(metrics) = &self.metrics {
+            metrics.connection_opened();
+        }
         Slot {
             registry: self.clone(),
             id,

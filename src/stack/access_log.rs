@@ -1,15 +1,20 @@
 //! One log line per request: method, uri, status, latency, protocol, peer and user. Never the body.
+//! The same place records the request in the metrics (route, status, decision, latency): it sees
+//! every answer, the stack's own rejections included.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Method, Request, Uri, Version};
 
 use crate::error::Response;
+use crate::metrics::{self, Metrics};
+use crate::router::Route;
 
 /// The connection's peer, put in request extensions by the listener.
 #[derive(Clone, Copy, Debug)]
@@ -19,21 +24,34 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Clone, Debug)]
 pub struct LogUser(pub String);
 
-/// Adds the access log.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AccessLogLayer;
+/// Adds the access log and the request metrics.
+#[derive(Clone, Debug)]
+pub struct AccessLogLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLogLayer {
+    /// Logs, and records into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> tower::Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
-/// Logs each request when its response is ready.
+/// Logs and records each request when its response is ready.
 #[derive(Clone, Debug)]
 pub struct AccessLog<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, B> tower::Service<Request<B>> for AccessLog<S>
@@ -51,6 +69,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
         AccessLogFuture {
+            route: route_label(req.uri().path()),
+            metrics: self.metrics.clone(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -62,8 +82,10 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// Waits for the response, then logs.
+    /// Waits for the response, then logs and records.
     pub struct AccessLogFuture<F> {
+        route: metrics::Route,
+        metrics: Arc<Metrics>,
         method: Method,
         uri: Uri,
         version: Version,
@@ -83,7 +105,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(response) = std::task::ready!(this.future.poll(cx));
-        let latency_us = this.start.elapsed().as_micros() as u64;
+        let elapsed = this.start.elapsed();
+        let decision = response
+            .extensions()
+            .get::<metrics::Decision>()
+            .copied()
+            .unwrap_or(match this.route {
+                metrics::Route::Healthz | metrics::Route::Readyz | metrics::Route::Other => {
+                    metrics::Decision::None
+                }
+                // A webhook answered without a decision: rejected, timed out, failed.
+                _ => metrics::Decision::Error,
+            });
+        this.metrics
+            .record_request(*this.route, response.status().as_u16(), decision, elapsed);
+        let latency_us = elapsed.as_micros() as u64;
         let user = response.extensions().get::<LogUser>().map(|u| u.0.as_str());
         tracing::info!(
             target: "gatehouse::access",
@@ -97,5 +133,18 @@ where
             "request"
         );
         Poll::Ready(Ok(response))
+    }
+}
+
+/// The metrics' name for the route at `path`, switched on or not; `other` for any other path.
+fn route_label(path: &str) -> metrics::Route {
+    match Route::at(path) {
+        Some(Route::Authenticate) => metrics::Route::Authenticate,
+        Some(Route::ImagePolicy) => metrics::Route::ImagePolicy,
+        Some(Route::Validate) => metrics::Route::Validate,
+        Some(Route::Mutate) => metrics::Route::Mutate,
+        Some(Route::Healthz) => metrics::Route::Healthz,
+        Some(Route::Readyz) => metrics::Route::Readyz,
+        None => metrics::Route::Other,
     }
 }

@@ -30,14 +30,17 @@ pub use in_flight::{InFlight, InFlightLayer, Permitted};
 
 use crate::config::{Limits, Routes};
 use crate::error::{Rejection, Response};
+use crate::metrics::Metrics;
 use crate::router::RouteLayer;
 
 /// Builds the whole stack around `handlers`, which take the collected body and find the
 /// resolved route in the request's extensions. `B` is the request body (hyper's `Incoming` on
 /// the socket, anything that yields `Bytes` in tests). Limits and routes are read here, once.
+/// Requests are recorded in `metrics` by the access-log layer.
 pub fn build<B, H>(
     limits: &Limits,
     routes: &Routes,
+    metrics: std::sync::Arc<Metrics>,
     handlers: H,
 ) -> impl tower::Service<http::Request<B>, Response = Response, Error = Infallible, Future: Send>
        + Clone
@@ -53,7 +56,7 @@ where
     H::Future: Send,
 {
     ServiceBuilder::new()
-        .layer(AccessLogLayer)
+        .layer(AccessLogLayer::new(metrics))
         .layer(CatchPanicLayer)
         .layer(DeadlineLayer::new(limits.request_timeout.0))
         .layer(RouteLayer::new(routes.clone()))

@@ -7,11 +7,12 @@
 //! the new configuration; open connections keep the one they were accepted with and finish.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use rustls_pki_types::CertificateDer;
 
 use super::{parse_chain, parse_client_ca, parse_key, read_pem_file, server_config};
 use super::{ClientAuth, TlsError};
@@ -64,8 +65,9 @@ impl TlsFiles {
 
     /// Builds a configuration from `contents`: refuses a truncated file, a key that does not
     /// match the certificate (rustls checks), an empty CA bundle.
-    pub fn build(&self, contents: &Contents) -> Result<Arc<ServerConfig>, TlsError> {
+    pub fn build(&self, contents: &Contents) -> Result<Built, TlsError> {
         let chain = parse_chain(&contents.cert, &self.cert)?;
+        let not_after = leaf_not_after(&chain);
         let key = parse_key(&contents.key, &self.key)?;
         let client = match (&self.client_ca, &contents.client_ca) {
             (Some(path), Some(pem)) => Some(ClientAuth {
@@ -74,30 +76,55 @@ impl TlsFiles {
             }),
             _ => None,
         };
-        server_config(chain, key, client.as_ref())
+        Ok(Built {
+            config: server_config(chain, key, client.as_ref())?,
+            not_after,
+        })
     }
 
     /// Reads and builds, as at start.
-    pub fn load(&self) -> Result<(Contents, Arc<ServerConfig>), TlsError> {
+    pub fn load(&self) -> Result<(Contents, Built), TlsError> {
         let contents = self.read()?;
         let config = self.build(&contents)?;
         Ok((contents, config))
     }
 }
 
-/// The rustls configuration new handshakes use, and how reloading it went.
+/// A rustls configuration and when its certificate expires.
+#[derive(Debug)]
+pub struct Built {
+    /// The configuration.
+    pub config: Arc<ServerConfig>,
+    /// The leaf certificate's notAfter, seconds since the epoch; `None` if it cannot be read.
+    pub not_after: Option<i64>,
+}
+
+/// The notAfter of the first certificate of `chain` (the leaf), for the expiry metric.
+pub fn leaf_not_after(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    chain
+        .first()
+        .and_then(|leaf| crate::pki::not_after(leaf.as_ref()))
+}
+
+/// No notAfter known (the certificate could not be read for it).
+const UNKNOWN: i64 = i64::MIN;
+
+/// The rustls configuration new handshakes use, its certificate's expiry, and how reloading it
+/// went.
 #[derive(Debug)]
 pub struct CurrentTls {
     config: RwLock<Arc<ServerConfig>>,
+    not_after: AtomicI64,
     reloads: AtomicU64,
     failures: AtomicU64,
 }
 
 impl CurrentTls {
-    /// Starts with `config`.
-    pub fn new(config: Arc<ServerConfig>) -> Self {
+    /// Starts with `built`.
+    pub fn new(built: Built) -> Self {
         Self {
-            config: RwLock::new(config),
+            config: RwLock::new(built.config),
+            not_after: AtomicI64::new(built.not_after.unwrap_or(UNKNOWN)),
             reloads: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         }
@@ -113,12 +140,19 @@ impl CurrentTls {
         }
     }
 
-    fn set(&self, config: Arc<ServerConfig>) {
+    fn set(&self, built: Built) {
         match self.config.write() {
-            Ok(mut guard) => *guard = config,
-            Err(poisoned) => *poisoned.into_inner() = config,
+            Ok(mut guard) => *guard = built.config,
+            Err(poisoned) => *poisoned.into_inner() = built.config,
         }
+        self.not_after
+            .store(built.not_after.unwrap_or(UNKNOWN), Ordering::Relaxed);
         self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// When the certificate new handshakes get expires (seconds since the epoch), if known.
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(Ordering::Relaxed)).filter(|&t| t != UNKNOWN)
     }
 
     /// Changed files taken into use since start.
@@ -177,8 +211,8 @@ pub async fn watch(
             continue;
         }
         match files.build(&contents) {
-            Ok(config) => {
-                current.set(config);
+            Ok(built) => {
+                current.set(built);
                 applied = contents;
                 refused = None;
                 tracing::info!(cert = %files.cert.display(), "serving certificate reloaded");

@@ -93,6 +93,37 @@ pub fn write_key(path: &std::path::Path, pem: &str) {
     file.write_all(pem.as_bytes()).expect("write key");
 }
 
+/// Writes a Secret volume's next version as the kubelet does: the files into a new timestamped
+/// directory, a `..data_tmp` symlink to it renamed over `..data` (one atomic swap), the old
+/// directory removed. Each file is a symlink through `..data`, made once. Files named `*.key`
+/// are written readable by their owner only.
+#[cfg(unix)]
+pub fn publish_secret(volume: &std::path::Path, version: u32, files: &[(&str, &str)]) {
+    let dir_name = format!("..2026_11_30_05_{version:02}_00.{}", 1000 + version);
+    let dir = volume.join(&dir_name);
+    std::fs::create_dir(&dir).expect("version dir");
+    for (name, content) in files {
+        if name.ends_with(".key") {
+            write_key(&dir.join(name), content);
+        } else {
+            std::fs::write(dir.join(name), content).expect("write file");
+        }
+    }
+    let old = std::fs::read_link(volume.join("..data")).ok();
+    let tmp = volume.join("..data_tmp");
+    std::os::unix::fs::symlink(&dir_name, &tmp).expect("..data_tmp");
+    std::fs::rename(&tmp, volume.join("..data")).expect("swap ..data");
+    for (name, _) in files {
+        let link = volume.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("file link");
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(volume.join(old)).expect("remove old version");
+    }
+}
+
 /// A running gatehouse.
 pub struct TestServer {
     /// Where it listens.
@@ -107,6 +138,8 @@ pub struct TestServer {
     pub ops_addr: Option<SocketAddr>,
     /// The current TLS configuration and its reload counters.
     pub tls: Option<Arc<gatehouse::tls::CurrentTls>>,
+    /// Where the current App is held (for a reloader).
+    pub current: Arc<gatehouse::reload::CurrentApp>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -168,6 +201,7 @@ impl TestServer {
         let ops_addr = bound.ops_addr();
         let tls = bound.tls().cloned();
         let app = bound.app().clone();
+        let current = bound.current().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bound.serve(async {
             let _ = rx.await;
@@ -179,6 +213,7 @@ impl TestServer {
             app,
             ops_addr,
             tls,
+            current,
             shutdown: Some(tx),
             handle: Some(handle),
         }
