@@ -68,7 +68,9 @@ async fn main() {
             let cache = DecisionCache::<Value>::with_ttls(hour, hour, n as u64);
             for i in 0..n {
                 let v = value(i);
-                let _ = cache.get_or_try_insert(key(i), async { Ok::<_, Infallible>(v) }).await;
+                let _ = cache
+                    .get_or_try_insert(key(i), async { Ok::<_, Infallible>(v) })
+                    .await;
             }
             let after = rss_kb();
             let start = Instant::now();

@@ -169,9 +169,8 @@ where
 
     /// A cache keeping allowed answers `allow`, the others `deny`, at most `max_entries`.
     pub fn with_ttls(allow: Duration, deny: Duration, max_entries: u64) -> Self {
-        let capacity = usize::try_from(max_entries).unwrap_or(usize::MAX).max(1);
         Self {
-            cache: Arc::new(quick_cache::sync::Cache::new(capacity)),
+            cache: Arc::new(bounded(max_entries)),
             allow,
             deny,
             keys: Arc::new((std::hash::RandomState::new(), std::hash::RandomState::new())),
@@ -298,6 +297,38 @@ where
     /// Empties the cache (on config reload).
     pub fn clear(&self) {
         self.cache.clear();
+    }
+}
+
+/// A cache that never holds more than `max_entries`. quick_cache splits its capacity evenly
+/// over its shards, rounding each share up; here the shard count is chosen as quick_cache
+/// would (4 per core, fewer when shards would be small) and the capacity rounded down to a
+/// multiple of it, so the shares add up to at most `max_entries`.
+fn bounded<K, V>(max_entries: u64) -> quick_cache::sync::Cache<K, V>
+where
+    K: std::hash::Hash + Eq,
+    V: Clone,
+{
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut shards = (cores * 4).next_power_of_two() as u64;
+    while shards > 1 && max_entries / shards < 32 {
+        shards /= 2;
+    }
+    let capacity = (max_entries - max_entries % shards).max(1);
+    let options = quick_cache::OptionsBuilder::new()
+        .estimated_items_capacity(usize::try_from(capacity).unwrap_or(usize::MAX))
+        .weight_capacity(capacity)
+        .shards(shards as usize)
+        .build();
+    match options {
+        Ok(options) => quick_cache::sync::Cache::with_options(
+            options,
+            quick_cache::UnitWeighter,
+            quick_cache::DefaultHashBuilder::default(),
+            quick_cache::sync::DefaultLifecycle::default(),
+        ),
+        // Every option is set, so this is not reached; the plain constructor is the fallback.
+        Err(_) => quick_cache::sync::Cache::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
     }
 }
 
@@ -524,7 +555,8 @@ mod tests {
 
     #[tokio::test]
     async fn entries_stay_within_max_entries_under_churn() {
-        const MAX: u64 = 100;
+        // Not a multiple of the shard count: quick_cache alone would round each share up.
+        const MAX: u64 = 1001;
         let cache = DecisionCache::<Answer>::with_ttls(
             Duration::from_secs(3600),
             Duration::from_secs(3600),
