@@ -86,18 +86,17 @@ impl KeyHasher {
     }
 }
 
-/// The longest TTL honoured as such.
-const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// An error shared with the calls that waited for it (any error type: one cache, one slot type).
-type SharedError = Arc<dyn Any + Send + Sync>;
+/// An error shared with the calls that waited for it: an `Arc<E>` of any error type (one cache,
+/// one slot type), boxed so the slot stays two words (a key and slot take 32 bytes, not 48).
+type SharedError = Arc<Box<dyn Any + Send + Sync>>;
 
 /// What the cache holds for a key: an answer and when it stops being served, or (only for the
 /// moment it takes to hand it to the waiting calls) the error of the computation they waited on.
 #[derive(Clone)]
 enum Slot<V> {
-    /// Served to lookups made before `until`.
-    Answer { value: V, until: Instant },
+    /// Served to lookups made before `until`, in nanoseconds since the cache's epoch (8 bytes
+    /// where an `Instant` takes 16).
+    Answer { value: V, until: u64 },
     /// Served to no lookup: removed as soon as it is inserted.
     Failed(SharedError),
 }
@@ -106,6 +105,8 @@ enum Slot<V> {
 /// keyed hash of the input ([`DecisionCache::key`]); /authenticate keys by SHA-256 of the token.
 pub struct DecisionCache<V, K = CacheKey> {
     cache: Arc<quick_cache::sync::Cache<K, Slot<V>>>,
+    /// What the slots' expiry instants count from.
+    epoch: Instant,
     allow: Duration,
     deny: Duration,
     keys: Arc<(std::hash::RandomState, std::hash::RandomState)>,
@@ -118,6 +119,7 @@ impl<V, K> Clone for DecisionCache<V, K> {
     fn clone(&self) -> Self {
         Self {
             cache: self.cache.clone(),
+            epoch: self.epoch,
             allow: self.allow,
             deny: self.deny,
             keys: self.keys.clone(),
@@ -148,7 +150,7 @@ enum Found<V> {
 impl<V: Clone> Slot<V> {
     /// What this slot gives a lookup made at `now`; `waited` when it came from the computation
     /// this call waited on (only then is an error its answer).
-    fn found(&self, now: Instant, waited: bool) -> Found<V> {
+    fn found(&self, now: u64, waited: bool) -> Found<V> {
         match self {
             Self::Answer { value, until } if now < *until => Found::Fresh(value.clone()),
             Self::Failed(error) if waited => Found::Failed(error.clone()),
@@ -171,6 +173,7 @@ where
     pub fn with_ttls(allow: Duration, deny: Duration, max_entries: u64) -> Self {
         Self {
             cache: Arc::new(bounded(max_entries)),
+            epoch: Instant::now(),
             allow,
             deny,
             keys: Arc::new((std::hash::RandomState::new(), std::hash::RandomState::new())),
@@ -210,7 +213,7 @@ where
     {
         // The fast path, under a shard's read lock.
         if let Some(slot) = self.cache.get(&key) {
-            if let Found::Fresh(value) = slot.found(Instant::now(), false) {
+            if let Found::Fresh(value) = slot.found(self.now(), false) {
                 return Ok((value, false));
             }
         }
@@ -218,20 +221,20 @@ where
             // Waits while another call computes this key, then takes its slot.
             let stale = match self.cache.get_value_or_guard_async(&key).await {
                 Err(guard) => break guard,
-                Ok(slot) => match slot.found(Instant::now(), true) {
+                Ok(slot) => match slot.found(self.now(), true) {
                     Found::Fresh(value) => return Ok((value, false)),
-                    Found::Failed(error) => match error.downcast::<E>() {
-                        Ok(error) => return Err(error),
+                    Found::Failed(error) => match error.downcast_ref::<Arc<E>>() {
+                        Some(error) => return Err(error.clone()),
                         // One cache only ever sees one error type; were it another, this call
                         // computes its own answer.
-                        Err(_) => slot,
+                        None => slot,
                     },
                     Found::Stale => slot,
                 },
             };
             drop(stale);
             // Expired (or an error being removed): replace it, unless another call just did.
-            let now = Instant::now();
+            let now = self.now();
             match self
                 .cache
                 .entry_async(&key, |_, slot| match slot.found(now, false) {
@@ -254,10 +257,8 @@ where
                 } else {
                     self.deny
                 };
-                // Clamped so the addition cannot overflow; an hour's TTL and a century's are
-                // alike to a server.
-                let now = Instant::now();
-                let until = now.checked_add(ttl.min(CENTURY)).unwrap_or(now);
+                let ttl = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+                let until = self.now().saturating_add(ttl);
                 let _ = guard.insert(Slot::Answer {
                     value: value.clone(),
                     until,
@@ -267,7 +268,8 @@ where
             Err(error) => {
                 let error = Arc::new(error);
                 // The waiting calls take it from the guard; the cache keeps it not a moment.
-                let _ = guard.insert(Slot::Failed(error.clone()));
+                let shared: Box<dyn Any + Send + Sync> = Box::new(error.clone());
+                let _ = guard.insert(Slot::Failed(Arc::new(shared)));
                 self.cache
                     .remove_if(&key, |slot| matches!(slot, Slot::Failed(_)));
                 Err(error)
@@ -283,10 +285,15 @@ where
     /// How many answers are cached and still served, once expired ones are swept: for a metrics
     /// scrape (one pass over the entries, a shard at a time).
     pub async fn settled_len(&self) -> u64 {
-        let now = Instant::now();
+        let now = self.now();
         self.cache
             .retain(|_, slot| matches!(slot, Slot::Answer { until, .. } if now < *until));
         self.len()
+    }
+
+    /// Nanoseconds since the epoch: slots' time (saturates after five centuries).
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// True when nothing is cached.
