@@ -600,13 +600,46 @@ impl<'r, 's, 'a> tower::Service<&'r PolicyInput<'s, 'a>> for PolicyService {
     }
 
     fn call(&mut self, input: &'r PolicyInput<'s, 'a>) -> Self::Future {
-        ready(Ok(Arc::new(input.policies.decide(input.subject))))
+        ready(Ok(shared(input.policies.decide(input.subject))))
+    }
+}
+
+/// The decision behind an `Arc`. An allow with nothing to say (no warning, no audit note, no
+/// break-glass) is the commonest answer: all of them share one allocation, so a full decision
+/// cache holds a key and a pointer for each (issue 11's memory target).
+fn shared(decision: Decision) -> Arc<Decision> {
+    static PLAIN_ALLOW: std::sync::LazyLock<Arc<Decision>> =
+        std::sync::LazyLock::new(|| Arc::new(Decision::default()));
+    if decision == Decision::default() {
+        PLAIN_ALLOW.clone()
+    } else {
+        Arc::new(decision)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_allows_share_one_allocation_and_others_keep_theirs() {
+        let plain = shared(Decision::default());
+        assert!(plain.allowed());
+        assert!(Arc::ptr_eq(&plain, &shared(Decision::default())));
+        let warned = Decision {
+            warnings: vec!["w".to_owned()],
+            ..Decision::default()
+        };
+        let kept = shared(warned.clone());
+        assert_eq!(*kept, warned);
+        assert!(!Arc::ptr_eq(&plain, &kept));
+        let denied = Decision {
+            denied: 1,
+            message: Some("no".to_owned()),
+            ..Decision::default()
+        };
+        assert_eq!(*shared(denied.clone()), denied);
+    }
 
     fn use_<'a>(name: &'a str, source: ImageSource, image: &'a str) -> ImageUse<'a> {
         ImageUse {
