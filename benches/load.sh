@@ -292,7 +292,7 @@ client "$BIN/examples/rate" fill "${GATEHOUSE_ADDR[memory]}" "$CA" "$CACHED" "$C
 FILL=$(cat "$RUN/client.out")
 echo "memory fill: $FILL" >&2
 [ "$(field "$FILL" requests)" = "$CACHED" ] || fail "memory: $FILL (expected $CACHED answers)"
-# moka counts entries in its housekeeping: give it a moment.
+# The scrape counts live entries; retry briefly in case the last answers are still settling.
 ENTRIES=""
 for _ in $(seq 50); do
     ENTRIES=$(cache_entries)
