@@ -107,6 +107,9 @@ where
     }
 }
 
+/// The most a declared `Content-Length` reserves ahead of the bytes that arrived.
+const PRESIZE: u64 = 256 * 1024;
+
 /// A body being collected. Most bodies arrive in one frame: it is kept as it came, and bytes
 /// are copied only when there are several frames, into one buffer sized from `Content-Length`.
 #[derive(Debug)]
@@ -136,7 +139,13 @@ impl Collected {
         match (&self.first, &mut self.rest) {
             (None, _) => self.first = Some(data),
             (Some(head), None) => {
-                let capacity = self.declared.unwrap_or(self.total).clamp(self.total, max);
+                // Content-Length is the peer's word: trust it only up to PRESIZE, so two tiny
+                // frames cannot make us reserve `max` bytes; past that the buffer grows as bytes come.
+                let capacity = self
+                    .declared
+                    .unwrap_or(self.total)
+                    .clamp(self.total, max)
+                    .min(self.total.max(PRESIZE));
                 let mut buf = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
                 buf.extend_from_slice(head);
                 buf.extend_from_slice(&data);
@@ -354,6 +363,22 @@ mod tests {
         let seen = seen.lock().ok().and_then(|mut s| s.take());
         let taken = taken.lock().map(|t| *t).unwrap_or_default();
         (response.status(), seen, taken)
+    }
+
+    #[test]
+    fn a_declared_length_reserves_at_most_presize_ahead_of_the_bytes() {
+        let max = 4 * 1024 * 1024;
+        let mut honest = Collected::new(Some(6000));
+        assert!(honest.push(Bytes::from_static(b"a"), max));
+        assert!(honest.push(Bytes::from_static(b"b"), max));
+        assert_eq!(honest.rest.as_ref().map(BytesMut::capacity), Some(6000));
+        // A peer declaring max_body and sending two bytes gets no 4 MiB buffer.
+        let mut liar = Collected::new(Some(max));
+        assert!(liar.push(Bytes::from_static(b"a"), max));
+        assert!(liar.push(Bytes::from_static(b"b"), max));
+        let capacity = liar.rest.as_ref().map_or(0, BytesMut::capacity);
+        assert!(capacity <= PRESIZE as usize, "{capacity}");
+        assert_eq!(liar.take().as_ref(), b"ab");
     }
 
     #[tokio::test]
