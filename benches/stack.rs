@@ -1,6 +1,7 @@
 //! The tower stack alone (access log, panic catcher, deadline, route, in-flight cap, content type,
 //! body collect) around a constant handler: what the layers between the listener and the
-//! handlers cost per request, with the JSON access log on (batched to /dev/null).
+//! handlers cost per request, with the JSON access log on (installed as `main` installs it,
+//! batched to /dev/null).
 //!
 //!     cargo bench --bench stack
 //!
@@ -15,7 +16,6 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::Criterion;
@@ -26,7 +26,7 @@ use tracing_subscriber::EnvFilter;
 
 use gatehouse::config::{Config, LogFormat};
 use gatehouse::error::{json_response, Response};
-use gatehouse::logging::{subscriber, BufferLimits, LogBuffer};
+use gatehouse::logging::{self, BufferLimits};
 
 const POD: &[u8] = include_bytes!("../tests/data/pod-admission-review.json");
 const ANSWER: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}"#;
@@ -81,46 +81,41 @@ where
 }
 
 fn main() {
-    let (buffer, guard) = LogBuffer::new(
-        std::fs::File::create("/dev/null").expect("/dev/null"),
-        BufferLimits::default(),
-    )
-    .expect("buffer");
-    let log = subscriber(
+    let guard = logging::install(
         LogFormat::Json,
-        buffer.clone(),
+        std::fs::File::create("/dev/null").expect("/dev/null"),
         false,
         EnvFilter::new("info"),
-    );
+        BufferLimits::default(),
+    )
+    .expect("install the log");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let service = stack();
-    tracing::dispatcher::with_default(&log, || {
-        if let Some(n) = std::env::var("STACK_REQUESTS")
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            runtime.block_on(async {
-                for _ in 0..n {
-                    once(&service, webhook()).await;
-                    once(&service, probe()).await;
-                }
-            });
-        } else {
-            let mut c = Criterion::default().configure_from_args();
-            let mut group = c.benchmark_group("stack");
-            group.bench_function("webhook_5k", |b| {
-                b.to_async(&runtime).iter(|| once(&service, webhook()))
-            });
-            group.bench_function("probe", |b| {
-                b.to_async(&runtime).iter(|| once(&service, probe()))
-            });
-            group.finish();
-            c.final_summary();
-        }
-    });
-    buffer.flush(Duration::from_secs(30));
+    if let Some(n) = std::env::var("STACK_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        runtime.block_on(async {
+            for _ in 0..n {
+                once(&service, webhook()).await;
+                once(&service, probe()).await;
+            }
+        });
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        let mut group = c.benchmark_group("stack");
+        group.bench_function("webhook_5k", |b| {
+            b.to_async(&runtime).iter(|| once(&service, webhook()))
+        });
+        group.bench_function("probe", |b| {
+            b.to_async(&runtime).iter(|| once(&service, probe()))
+        });
+        group.finish();
+        c.final_summary();
+    }
+    logging::flush();
     drop(guard);
 }
