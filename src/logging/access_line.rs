@@ -146,15 +146,39 @@ fn version(version: Version) -> &'static str {
 fn socket_addr(addr: SocketAddr, out: &mut Vec<u8>) {
     match addr {
         SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
+            // At most `255.255.255.255:65535` and a separator after it (22 bytes), assembled on
+            // the stack and appended once.
+            let mut text = [0u8; 22];
+            let mut len = 0;
+            let mut decimal = |n: u16, separator: u8| {
+                if n >= 10_000 {
+                    text[len] = b'0' + (n / 10_000) as u8;
+                    len += 1;
                 }
-                integer(u64::from(octet), out);
-            }
-            out.push(b':');
-            integer(u64::from(v4.port()), out);
+                if n >= 1_000 {
+                    text[len] = b'0' + (n / 1_000 % 10) as u8;
+                    len += 1;
+                }
+                if n >= 100 {
+                    text[len] = b'0' + (n / 100 % 10) as u8;
+                    len += 1;
+                }
+                if n >= 10 {
+                    text[len] = b'0' + (n / 10 % 10) as u8;
+                    len += 1;
+                }
+                text[len] = b'0' + (n % 10) as u8;
+                text[len + 1] = separator;
+                len += 2;
+            };
+            let [a, b, c, d] = v4.ip().octets();
+            decimal(u16::from(a), b'.');
+            decimal(u16::from(b), b'.');
+            decimal(u16::from(c), b'.');
+            decimal(u16::from(d), b':');
+            decimal(v4.port(), b' ');
+            // The last separator is not part of the address.
+            out.extend_from_slice(&text[..len - 1]);
         }
         // IPv6's shortest form (and scope id) is not worth writing again.
         SocketAddr::V6(v6) => {
@@ -189,6 +213,19 @@ fn padded(n: u32, width: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&digits[..width]);
 }
 
+/// The bytes serde_json escapes in a string: `"`, `\` and control characters below 0x20.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// A string's contents as serde_json escapes them (the quotes are the caller's): `"`, `\` and
 /// control characters below 0x20; everything else, non-ASCII and DEL included, as it is.
 fn json_str(s: &str, out: &mut Vec<u8>) {
@@ -196,6 +233,10 @@ fn json_str(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        // One table look-up per byte for the common case: nothing to escape.
+        if !ESCAPED[b as usize] {
+            continue;
+        }
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -204,7 +245,7 @@ fn json_str(s: &str, out: &mut Vec<u8>) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..=0x1f => &[
+            _ => &[
                 b'\\',
                 b'u',
                 b'0',
@@ -212,7 +253,6 @@ fn json_str(s: &str, out: &mut Vec<u8>) {
                 HEX[(b >> 4) as usize],
                 HEX[(b & 0xf) as usize],
             ],
-            _ => continue,
         };
         out.extend_from_slice(&bytes[start..i]);
         out.extend_from_slice(escape);
