@@ -11,7 +11,7 @@
 //! [`MAX_BUFFERED`] bytes: nginx's `access_log ... buffer=64k flush=100ms` makes the same trade.
 //!
 //! The access log's line, one per request, skips tracing: [`access`] formats it by hand straight
-//! into the buffer, byte for byte as the subscriber would ([`access_line`]), when the installed
+//! into the buffer, byte for byte as the subscriber would (`logging/access_line.rs`), when the installed
 //! subscriber would write it plainly (see [`install`]); otherwise it goes through tracing.
 
 mod access_line;
