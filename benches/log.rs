@@ -1,6 +1,7 @@
-//! One JSON access-log line, as the access log layer emits it: formatted and handed to the
-//! batching writer (what a request pays now), against formatted and written with one `write`
-//! system call per line to /dev/null (what it paid before). The difference is the syscall.
+//! One access-log line: formatted by hand straight into the batching writer's buffer (what a
+//! request pays now, JSON and text), against the same line as a tracing event through
+//! tracing-subscriber's JSON formatter into the buffer (what it paid before), and that event
+//! written with one `write` system call per line to /dev/null (before batching).
 //!
 //!     cargo bench --bench log
 //!
@@ -17,21 +18,25 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tracing_subscriber::EnvFilter;
 
 use gatehouse::config::LogFormat;
-use gatehouse::logging::{subscriber, BufferLimits, LogBuffer};
+use gatehouse::logging::{subscriber, AccessLine, BufferLimits, LogBuffer};
 
+/// The fields of a /validate request's line.
+fn with_line(f: impl FnOnce(&AccessLine<'_>)) {
+    let uri = http::Uri::from_static("/validate?timeout=10s");
+    f(&AccessLine {
+        method: &http::Method::POST,
+        uri: &uri,
+        status: 200,
+        latency_us: 87,
+        version: http::Version::HTTP_11,
+        peer: Some(SocketAddr::from(([127, 0, 0, 1], 40312))),
+        user: None,
+    })
+}
+
+/// The line as a tracing event (through the current dispatcher's formatter).
 fn access_line() {
-    let peer: SocketAddr = ([127, 0, 0, 1], 40312).into();
-    tracing::info!(
-        target: "gatehouse::access",
-        method = %http::Method::POST,
-        uri = %"/validate?timeout=10s",
-        status = 200u16,
-        latency_us = 87u64,
-        protocol = ?http::Version::HTTP_11,
-        peer = Some(tracing::field::display(peer)),
-        user = None::<&str>,
-        "request"
-    );
+    with_line(|line| line.emit());
 }
 
 fn benches(c: &mut Criterion) {
@@ -39,6 +44,12 @@ fn benches(c: &mut Criterion) {
     let devnull = || std::fs::File::create("/dev/null").expect("/dev/null");
 
     let (buffer, guard) = LogBuffer::new(devnull(), BufferLimits::default()).expect("buffer");
+    for format in [LogFormat::Json, LogFormat::Text] {
+        let name = format!("{format:?}_by_hand").to_lowercase();
+        group.bench_function(name, |b| {
+            b.iter(|| with_line(|line| buffer.access(format, line)))
+        });
+    }
     let buffered = subscriber(
         LogFormat::Json,
         buffer.clone(),
@@ -71,6 +82,12 @@ fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = || std::fs::File::create(dir.path().join("access.log")).expect("log file");
     let (buffer, guard) = LogBuffer::new(file(), BufferLimits::default()).expect("buffer");
+    let before = process_cpu_seconds();
+    for _ in 0..LINES {
+        with_line(|line| buffer.access(LogFormat::Json, line));
+    }
+    assert!(buffer.flush(Duration::from_secs(30)));
+    print_cpu("json_by_hand", before, process_cpu_seconds());
     let buffered = subscriber(
         LogFormat::Json,
         buffer.clone(),
@@ -100,7 +117,11 @@ fn cpu_per_line(name: &str, dispatch: &tracing::Dispatch, settle: impl FnOnce())
     let before = process_cpu_seconds();
     tracing::dispatcher::with_default(dispatch, || (0..LINES).for_each(|_| access_line()));
     settle();
-    let after = process_cpu_seconds();
+    print_cpu(name, before, process_cpu_seconds());
+}
+
+/// Prints the process CPU per line between two readings.
+fn print_cpu(name: &str, before: Option<f64>, after: Option<f64>) {
     match (before, after) {
         (Some(before), Some(after)) => println!(
             "access_log_line/{name}: process CPU per line {:.2} µs ({LINES} lines)",

@@ -1,6 +1,7 @@
 //! The tower stack alone (access log, panic catcher, deadline, route, in-flight cap, content type,
 //! body collect) around a constant handler: what the layers between the listener and the
-//! handlers cost per request, with the JSON access log on (batched to /dev/null).
+//! handlers cost per request, with the JSON access log on (installed as `main` installs it,
+//! batched to /dev/null).
 //!
 //!     cargo bench --bench stack
 //!
@@ -12,10 +13,13 @@
 //!     cargo bench --bench stack --no-run
 //!     STACK_REQUESTS=1000 valgrind --tool=callgrind target/release/deps/stack-<hash>
 //!     STACK_REQUESTS=3000 valgrind --tool=callgrind target/release/deps/stack-<hash>
+//!
+//! `STACK_LOG=event` logs the access line as a tracing event through tracing-subscriber's JSON
+//! formatter into the same buffer instead (a scoped subscriber, which the access log does not
+//! format by hand): how it was logged before, for comparison.
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::Criterion;
@@ -26,7 +30,7 @@ use tracing_subscriber::EnvFilter;
 
 use gatehouse::config::{Config, LogFormat};
 use gatehouse::error::{json_response, Response};
-use gatehouse::logging::{subscriber, BufferLimits, LogBuffer};
+use gatehouse::logging::{self, subscriber, BufferLimits, LogBuffer};
 
 const POD: &[u8] = include_bytes!("../tests/data/pod-admission-review.json");
 const ANSWER: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}"#;
@@ -81,46 +85,56 @@ where
 }
 
 fn main() {
-    let (buffer, guard) = LogBuffer::new(
-        std::fs::File::create("/dev/null").expect("/dev/null"),
-        BufferLimits::default(),
-    )
-    .expect("buffer");
-    let log = subscriber(
-        LogFormat::Json,
-        buffer.clone(),
-        false,
-        EnvFilter::new("info"),
-    );
+    let devnull = std::fs::File::create("/dev/null").expect("/dev/null");
+    let filter = EnvFilter::new("info");
+    if std::env::var("STACK_LOG").is_ok_and(|v| v == "event") {
+        let (buffer, guard) = LogBuffer::new(devnull, BufferLimits::default()).expect("buffer");
+        let log = subscriber(LogFormat::Json, buffer.clone(), false, filter);
+        tracing::dispatcher::with_default(&log, run);
+        buffer.flush(std::time::Duration::from_secs(30));
+        drop(guard);
+    } else {
+        let guard = logging::install(
+            LogFormat::Json,
+            devnull,
+            false,
+            filter,
+            BufferLimits::default(),
+        )
+        .expect("install the log");
+        run();
+        logging::flush();
+        drop(guard);
+    }
+}
+
+/// Serves `STACK_REQUESTS` pairs, or runs criterion.
+fn run() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let service = stack();
-    tracing::dispatcher::with_default(&log, || {
-        if let Some(n) = std::env::var("STACK_REQUESTS")
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            runtime.block_on(async {
-                for _ in 0..n {
-                    once(&service, webhook()).await;
-                    once(&service, probe()).await;
-                }
-            });
-        } else {
-            let mut c = Criterion::default().configure_from_args();
-            let mut group = c.benchmark_group("stack");
-            group.bench_function("webhook_5k", |b| {
-                b.to_async(&runtime).iter(|| once(&service, webhook()))
-            });
-            group.bench_function("probe", |b| {
-                b.to_async(&runtime).iter(|| once(&service, probe()))
-            });
-            group.finish();
-            c.final_summary();
-        }
-    });
-    buffer.flush(Duration::from_secs(30));
-    drop(guard);
+    if let Some(n) = std::env::var("STACK_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        runtime.block_on(async {
+            for _ in 0..n {
+                once(&service, webhook()).await;
+                once(&service, probe()).await;
+            }
+        });
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        let mut group = c.benchmark_group("stack");
+        group.bench_function("webhook_5k", |b| {
+            b.to_async(&runtime).iter(|| once(&service, webhook()))
+        });
+        group.bench_function("probe", |b| {
+            b.to_async(&runtime).iter(|| once(&service, probe()))
+        });
+        group.finish();
+        c.final_summary();
+    }
 }

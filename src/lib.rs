@@ -23,6 +23,7 @@ pub mod logging;
 pub mod matching;
 pub mod metrics;
 pub mod mutation;
+pub mod outcome;
 pub mod pki;
 pub mod policy;
 pub mod reference;

@@ -9,19 +9,28 @@
 //! writing resumes one warning says how many were lost. [`LogGuard`] writes the rest on exit.
 //! On a crash the lines of the last [`FLUSH_INTERVAL`] are lost, never more than
 //! [`MAX_BUFFERED`] bytes: nginx's `access_log ... buffer=64k flush=100ms` makes the same trade.
+//!
+//! The access log's line, one per request, skips tracing: [`access`] formats it by hand straight
+//! into the buffer, byte for byte as the subscriber would (`logging/access_line.rs`), when the installed
+//! subscriber would write it plainly (see [`install`]); otherwise it goes through tracing.
+
+mod access_line;
 
 use std::cell::Cell;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use tracing::level_filters::LevelFilter;
 use tracing::Dispatch;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+pub use access_line::{AccessLine, TARGET as ACCESS_TARGET};
 
 /// Write a batch once this much is waiting: one `write` per ~64 KiB instead of one per line.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -125,16 +134,23 @@ impl Shared {
 
     /// Appends one whole line, or drops and counts it when the bound would be exceeded.
     fn push(&self, line: &[u8]) {
+        let exempt = IS_WRITER.get();
+        self.push_with(exempt, |pending| pending.extend_from_slice(line));
+    }
+
+    /// Appends the line `write` appends (straight into the buffer: no copy), or takes it back and
+    /// counts it as dropped when it went over the bound (unless `exempt`).
+    fn push_with(&self, exempt: bool, write: impl FnOnce(&mut Vec<u8>)) {
         let mut state = self.lock();
-        let unwritten = state.pending.len() + state.in_flight;
-        if unwritten + line.len() > self.limits.max_buffered && !IS_WRITER.get() {
+        let before = state.pending.len();
+        write(&mut state.pending);
+        if state.pending.len() + state.in_flight > self.limits.max_buffered && !exempt {
+            state.pending.truncate(before);
             drop(state);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.unreported.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let before = state.pending.len();
-        state.pending.extend_from_slice(line);
         // One wake-up per batch: the first line, or crossing the size threshold.
         let wake = match state.writer {
             Writer::Idle => true,
@@ -332,6 +348,15 @@ impl LogBuffer {
     pub fn report_to(&self, dispatch: &Dispatch) {
         let _ = self.shared.report_to.set(dispatch.downgrade());
     }
+
+    /// Appends `line` as `format`'s subscriber would write it, formatted straight into the
+    /// buffer under its lock (a few hundred bytes, no allocation); dropped and counted like any
+    /// line when the buffer is full.
+    pub fn access(&self, format: LogFormat, line: &AccessLine<'_>) {
+        let now = SystemTime::now();
+        self.shared
+            .push_with(false, |pending| line.write(format, now, pending));
+    }
 }
 
 /// One `write` per formatted event: tracing-subscriber's fmt layer formats an event whole and
@@ -412,6 +437,39 @@ impl Drop for LogGuard {
 /// The buffer the global subscriber writes to, for [`dropped_lines`] and [`flush`].
 static INSTALLED: OnceLock<LogBuffer> = OnceLock::new();
 
+/// Where [`access`] formats lines by hand: the installed buffer and format, set by [`install`]
+/// when its subscriber would write the line exactly as [`AccessLine::write`] does.
+static ACCESS: OnceLock<(LogBuffer, LogFormat)> = OnceLock::new();
+
+/// Logs one request's access line, when the filter lets `gatehouse::access` log at INFO (a
+/// cached per-callsite check, the filter being fixed from start). With gatehouse's subscriber
+/// installed the line is formatted by hand into its buffer; under any other subscriber it is a
+/// tracing event with the same fields.
+pub fn access(line: &AccessLine<'_>) {
+    if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    match ACCESS.get() {
+        Some((buffer, format)) => buffer.access(*format, line),
+        None => line.emit(),
+    }
+}
+
+/// Whether the subscriber `install` builds writes the access line exactly as
+/// [`AccessLine::write`] does. Not when the text is coloured, and not when a span could be
+/// current: the formatters write the current span's name and fields into the line. gatehouse's
+/// only span, a connection's, is at DEBUG, so a filter whose most verbose level is INFO and
+/// that has no span directives (`[...]`, which match inside spans whatever their level) rules
+/// spans out. The filter is fixed from start, so this is decided once.
+fn writes_plain_access_lines(format: LogFormat, ansi: bool, filter: &EnvFilter) -> bool {
+    let plain = matches!(format, LogFormat::Json) || !ansi;
+    let no_spans = filter
+        .max_level_hint()
+        .is_some_and(|level| level <= LevelFilter::INFO)
+        && !filter.to_string().contains('[');
+    plain && no_spans
+}
+
 /// Lines the installed log dropped since start (buffer full or output failed); 0 if none is
 /// installed.
 pub fn dropped_lines() -> u64 {
@@ -488,9 +546,13 @@ pub fn install(
     limits: BufferLimits,
 ) -> Result<LogGuard, LogError> {
     let (buffer, guard) = LogBuffer::new(out, limits)?;
+    let by_hand = writes_plain_access_lines(format, ansi, &filter);
     set_global(format, buffer.clone(), ansi, filter)?;
     // On this thread (no scoped default) this is the global subscriber just installed.
     tracing::dispatcher::get_default(|dispatch| buffer.report_to(dispatch));
+    if by_hand {
+        let _ = ACCESS.set((buffer.clone(), format));
+    }
     let _ = INSTALLED.set(buffer);
     Ok(guard)
 }
@@ -779,6 +841,144 @@ mod tests {
         assert_eq!(warning["message"], "log buffer was full; lines dropped");
         assert_eq!(warning["level"], "WARN");
         assert_eq!(warning["dropped"].as_u64(), Some(dropped));
+    }
+
+    const HOSTILE_URI: &str = "/validate/\"x\"\\y{}ü€😀?timeout=10s&q=\\z|^`&n=ü%00";
+
+    /// Access lines as tracing-subscriber writes them (the event) and as [`LogBuffer::access`]
+    /// formats them by hand, in pairs, for the same fields: hostile uri and user strings,
+    /// IPv4 and IPv6 peers, no peer or user, HTTP/1.1 and h2 (whose uri has scheme and authority).
+    fn access_pairs(format: LogFormat) -> Vec<(String, String)> {
+        let sink = Sink::default();
+        let (buffer, guard) =
+            LogBuffer::new(sink.clone(), limits(1 << 20, NEVER, 1 << 20)).unwrap();
+        let dispatch = subscriber(format, buffer.clone(), false, EnvFilter::new("info"));
+        // What http accepts unencoded: quotes and braces in the path, backslashes in both, and
+        // UTF-8 (control bytes it refuses).
+        let hostile: http::Uri = HOSTILE_URI.parse().unwrap();
+        let h2: http::Uri = "https://127.0.0.1:8443/image_policy".parse().unwrap();
+        let plain: http::Uri = "/healthz".parse().unwrap();
+        let custom = http::Method::from_bytes(b"PURGE").unwrap();
+        let user = "octo\"cat\\\n\r\t\u{0}\u{1b}[31m\u{7f}\u{85}ü'😀";
+        let lines = [
+            AccessLine {
+                method: &http::Method::POST,
+                uri: &hostile,
+                status: 200,
+                latency_us: 87,
+                version: http::Version::HTTP_11,
+                peer: Some(([127, 0, 0, 1], 40312).into()),
+                user: Some(user),
+            },
+            AccessLine {
+                method: &http::Method::POST,
+                uri: &h2,
+                status: 504,
+                latency_us: 10_000_123,
+                version: http::Version::HTTP_2,
+                peer: Some("[fe80::1%2]:443".parse().unwrap()),
+                user: Some("github:octocat"),
+            },
+            AccessLine {
+                method: &custom,
+                uri: &plain,
+                status: 404,
+                latency_us: 0,
+                version: http::Version::HTTP_10,
+                peer: None,
+                user: None,
+            },
+        ];
+        for line in &lines {
+            tracing::dispatcher::with_default(&dispatch, || line.emit());
+            buffer.access(format, line);
+        }
+        assert!(buffer.flush(WAIT));
+        drop(guard);
+        let text = sink.text();
+        let written: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(written.len(), 2 * lines.len(), "{text}");
+        written
+            .chunks(2)
+            .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+            .collect()
+    }
+
+    /// The timestamp's position in a line of `format`, and a check of its shape.
+    fn split_timestamp(format: LogFormat, line: &str) -> (String, String) {
+        let at = match format {
+            LogFormat::Json => "{\"timestamp\":\"".len(),
+            LogFormat::Text => 0,
+        };
+        let stamp = &line[at..at + 27];
+        let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'.',
+            26 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+        assert!(shape, "not a timestamp: {stamp} in {line}");
+        (
+            stamp.to_owned(),
+            format!("{}{}", &line[..at], &line[at + 27..]),
+        )
+    }
+
+    fn hand_written_access_lines_equal_tracing_subscribers(format: LogFormat) {
+        for (by_tracing, by_hand) in access_pairs(format) {
+            let (when_tracing, tracing_rest) = split_timestamp(format, &by_tracing);
+            let (when_hand, hand_rest) = split_timestamp(format, &by_hand);
+            assert_eq!(hand_rest, tracing_rest);
+            // Stamped just after tracing's, so never earlier (the strings sort as times do).
+            assert!(when_hand >= when_tracing, "{when_hand} < {when_tracing}");
+        }
+    }
+
+    #[test]
+    fn json_access_lines_are_tracing_subscribers_byte_for_byte() {
+        hand_written_access_lines_equal_tracing_subscribers(LogFormat::Json);
+        // And parse as JSON with the hostile strings intact.
+        let (_, line) = &access_pairs(LogFormat::Json)[0];
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["uri"], HOSTILE_URI);
+        assert_eq!(
+            value["user"],
+            "octo\"cat\\\n\r\t\u{0}\u{1b}[31m\u{7f}\u{85}ü'😀"
+        );
+    }
+
+    #[test]
+    fn text_access_lines_are_tracing_subscribers_byte_for_byte() {
+        hand_written_access_lines_equal_tracing_subscribers(LogFormat::Text);
+    }
+
+    #[test]
+    fn access_lines_go_by_hand_only_when_the_subscriber_writes_them_plainly() {
+        let info = EnvFilter::new("info");
+        assert!(writes_plain_access_lines(LogFormat::Json, false, &info));
+        assert!(writes_plain_access_lines(LogFormat::Json, true, &info));
+        assert!(writes_plain_access_lines(LogFormat::Text, false, &info));
+        // Colours: the subscriber's own.
+        assert!(!writes_plain_access_lines(LogFormat::Text, true, &info));
+        assert!(writes_plain_access_lines(
+            LogFormat::Json,
+            false,
+            &EnvFilter::new("warn,gatehouse::access=off")
+        ));
+        // A connection's span (DEBUG) may be current, and the subscriber would write it.
+        for spans in [
+            "debug",
+            "info,gatehouse::listener=debug",
+            "info,[conn]=info",
+            "trace",
+        ] {
+            assert!(
+                !writes_plain_access_lines(LogFormat::Json, false, &EnvFilter::new(spans)),
+                "{spans}"
+            );
+        }
     }
 
     #[test]

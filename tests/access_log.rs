@@ -1,8 +1,11 @@
 //! The access log of the real server, through the buffered writer installed as in `main`: one
 //! JSON line per request over HTTP/1.1 and h2, in order; a stalled output never holds up an
-//! answer, and what it could not hold is counted and reported once writing resumes.
+//! answer, and what it could not hold is counted and reported once writing resumes; an
+//! `/authenticate` line names the user, never the token.
 
 mod common;
+#[path = "common/github_mock.rs"]
+mod github_mock;
 
 use std::future::Future;
 use std::io::{self, Write};
@@ -13,6 +16,7 @@ use std::time::Duration;
 use common::{Proto, TestServer, BOTH};
 use gatehouse::config::LogFormat;
 use gatehouse::logging::{self, BufferLimits};
+use github_mock::{MockGithub, MockUser};
 use tracing_subscriber::EnvFilter;
 
 const POD: &[u8] = include_bytes!("data/pod-admission-review.json");
@@ -31,11 +35,15 @@ impl Output {
         self.closed.1.notify_all();
     }
 
+    /// Takes what was written so far.
+    fn take_text(&self) -> String {
+        let bytes = std::mem::take(&mut *self.bytes.lock().expect("output"));
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
     /// Takes what was written so far, as lines.
     fn take_lines(&self) -> Vec<serde_json::Value> {
-        let bytes = std::mem::take(&mut *self.bytes.lock().expect("output"));
-        String::from_utf8(bytes)
-            .expect("utf-8")
+        self.take_text()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect()
@@ -222,5 +230,74 @@ async fn stalled() {
         .expect("a warning with the drop count");
     assert_eq!(warning["level"], "WARN");
     assert_eq!(warning["dropped"].as_u64(), Some(dropped));
+    server.stop().await;
+}
+
+#[test]
+fn an_authenticate_line_names_the_user_and_never_the_token() {
+    serially(authenticate());
+}
+
+async fn authenticate() {
+    const TOKEN: &str = "ghp_accesslogtokensecret";
+    const UNKNOWN: &str = "ghp_accesslogunknownsecret";
+    let output = output();
+    let mock = MockGithub::start().await;
+    mock.add(TOKEN, MockUser::new("octolog", 4243));
+    let server = TestServer::start(&format!(
+        "routes:\n  authenticate: true\nauthenticate:\n  github:\n    api_url: {}\n    allowed_orgs: []\n",
+        mock.url()
+    ))
+    .await;
+    logging::flush();
+    output.take_lines();
+    let review = |token: &str| {
+        serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
+            .to_string()
+    };
+    let mut usernames = Vec::new();
+    for proto in BOTH {
+        let mut client = server.client(proto).await;
+        let answer = client
+            .post_json("/authenticate", review(TOKEN))
+            .await
+            .ok_json();
+        assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+        let username = answer["status"]["user"]["username"]
+            .as_str()
+            .expect("username");
+        assert!(username.ends_with("octolog"), "{answer}");
+        usernames.push(username.to_owned());
+        let answer = client
+            .post_json("/authenticate", review(UNKNOWN))
+            .await
+            .ok_json();
+        assert_eq!(answer["status"]["authenticated"], false, "{answer}");
+        usernames.push("unauthenticated".to_owned());
+    }
+    logging::flush();
+    let text = output.take_text();
+    assert!(
+        !text.contains(TOKEN) && !text.contains(UNKNOWN) && !text.contains("secret"),
+        "a token reached the log:\n{text}"
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let users: Vec<&str> = access_lines(&lines)
+        .iter()
+        .map(|l| {
+            assert_eq!(
+                l["uri"].as_str().map(|u| u.ends_with("/authenticate")),
+                Some(true),
+                "{l}"
+            );
+            l["user"]
+                .as_str()
+                .expect("a user on every /authenticate line")
+        })
+        .collect();
+    assert_eq!(users, usernames);
     server.stop().await;
 }

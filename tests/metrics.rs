@@ -419,6 +419,40 @@ async fn metrics_are_served_on_the_ops_listener_only() {
     server.stop().await;
 }
 
+/// A review too large to decide on a runtime worker is decided on the blocking pool, away from
+/// the request's task: its decision is counted all the same (not as an error).
+#[tokio::test]
+async fn a_decision_made_on_the_blocking_pool_is_counted() {
+    let first = pki(FIRST_NOT_AFTER);
+    let server = serve(&first, "").await;
+    let mut review: serde_json::Value = serde_json::from_str(&pod_review(
+        "admission.k8s.io/v1",
+        "u1",
+        "default",
+        &["nginx:1.25"],
+    ))
+    .expect("review");
+    // Past handlers::INLINE_MAX with an annotation no policy reads.
+    let padding = "x".repeat(gatehouse::handlers::INLINE_MAX + 1024);
+    review["request"]["object"]["metadata"]["annotations"] =
+        serde_json::json!({ "example.com/padding": padding });
+    let body = review.to_string();
+    assert!(body.len() > gatehouse::handlers::INLINE_MAX);
+    let mut client = Client::connect(server.addr, &first.ca, Proto::Http1).await;
+    let answer = client.post_json("/validate", body).await.ok_json();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let (_, text) = scrape(server.ops_addr.expect("ops")).await;
+    assert_values(
+        &text,
+        &[(
+            "gatehouse_requests_total{route=\"validate\",code=\"200\",decision=\"allowed\"}",
+            1.0,
+        )],
+    );
+    assert!(!text.contains("decision=\"error\""), "{text}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn mutate_counts_patched_and_allowed() {
     let first = pki(FIRST_NOT_AFTER);

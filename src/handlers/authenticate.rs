@@ -11,14 +11,11 @@ use crate::app::App;
 use crate::authn::{Decision, EXTRA_GITHUB_ID, EXTRA_GITHUB_LOGIN};
 use crate::error::{json_response, Rejection, Response};
 use crate::metrics;
+use crate::outcome::{self, User};
 use crate::review::token::{TokenReview, TokenReviewKind, TokenReviewStatus, UserInfo};
 use crate::review::{decode_redacted, DecodeError};
-use crate::stack::LogUser;
 
 const WHAT: &str = "TokenReview";
-
-/// What the access log shows for a review that did not authenticate.
-pub const UNAUTHENTICATED: &str = "unauthenticated";
 
 /// Decodes, decides and answers one review.
 pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
@@ -46,9 +43,9 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
         status: Some(status),
     };
     let bytes = serde_json::to_vec(&answer)?;
-    let mut response = json_response(StatusCode::OK, Bytes::from(bytes));
-    response.extensions_mut().insert(LogUser(user));
-    response.extensions_mut().insert(match decision {
+    let response = json_response(StatusCode::OK, Bytes::from(bytes));
+    outcome::user(user);
+    outcome::decided(match decision {
         Decision::Authenticated { .. } => metrics::Decision::Authenticated,
         Decision::Refused(_) => metrics::Decision::Unauthenticated,
         Decision::Unavailable(_) => metrics::Decision::Error,
@@ -57,7 +54,7 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
 }
 
 /// The `status` for a decision, and the name the access log shows. Logs the decision.
-fn answer(decision: &Decision) -> (TokenReviewStatus<'_>, String) {
+fn answer(decision: &Decision) -> (TokenReviewStatus<'_>, User) {
     match decision {
         Decision::Authenticated {
             identity,
@@ -98,11 +95,11 @@ fn answer(decision: &Decision) -> (TokenReviewStatus<'_>, String) {
                     .collect(),
                 error: None,
             };
-            (status, identity.username.clone())
+            (status, User::Identity(identity.clone()))
         }
         Decision::Refused(refusal) => {
             tracing::info!(target: "gatehouse::authn", reason = %refusal, "refused");
-            (TokenReviewStatus::default(), UNAUTHENTICATED.to_owned())
+            (TokenReviewStatus::default(), User::Unauthenticated)
         }
         Decision::Unavailable(error) => {
             let cause = causes(error.as_ref());
@@ -116,7 +113,7 @@ fn answer(decision: &Decision) -> (TokenReviewStatus<'_>, String) {
                 error: Some(Cow::Owned(error.to_string())),
                 ..TokenReviewStatus::default()
             };
-            (status, UNAUTHENTICATED.to_owned())
+            (status, User::Unauthenticated)
         }
     }
 }

@@ -85,7 +85,6 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
             .map(|note| note.key.len() + note.value.len() + 8)
             .sum::<usize>();
     let bytes = crate::review::encode(&answer, capacity)?;
-    let mut response = json_response(StatusCode::OK, bytes);
-    response.extensions_mut().insert(decided);
-    Ok(response)
+    crate::outcome::decided(decided);
+    Ok(json_response(StatusCode::OK, bytes))
 }

@@ -110,9 +110,15 @@ async fn off_the_runtime(app: Arc<App>, route: Route, body: Bytes) -> Result<Res
     let runtime = tokio::runtime::Handle::current();
     // The only await inside is the decision cache (a concurrent identical miss), so blocking this
     // pool thread on it is fine.
-    let work = tokio::task::spawn_blocking(move || runtime.block_on(dispatch(&app, route, &body)));
+    // The request's outcome slot is on this task, not the pool's thread: carry it back.
+    let work = tokio::task::spawn_blocking(move || {
+        runtime.block_on(crate::outcome::carried(dispatch(&app, route, &body)))
+    });
     match work.await {
-        Ok(answer) => answer,
+        Ok((answer, outcome)) => {
+            crate::outcome::report(outcome);
+            answer
+        }
         Err(e) if e.is_panic() => {
             tracing::error!(?route, "handler panicked");
             Err(Rejection::Panic)

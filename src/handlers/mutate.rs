@@ -17,9 +17,8 @@ use crate::review::admission::{
 /// Decodes, mutates and answers one review.
 pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     let (bytes, decided) = decide(&app.mutations, body)?;
-    let mut response = json_response(StatusCode::OK, bytes);
-    response.extensions_mut().insert(decided);
-    Ok(response)
+    crate::outcome::decided(decided);
+    Ok(json_response(StatusCode::OK, bytes))
 }
 
 /// One mutation decision without HTTP: the AdmissionReview body in, the answer's body out.

@@ -27,9 +27,8 @@ pub async fn handle(app: &App, body: &[u8]) -> Result<Response, Rejection> {
     })?;
     let response = admission_response(&request.uid, &decision);
     let bytes = encode_response(admission.api_version, response)?;
-    let mut response = json_response(StatusCode::OK, bytes);
-    response.extensions_mut().insert(super::decided(&decision));
-    Ok(response)
+    crate::outcome::decided(super::decided(&decision));
+    Ok(json_response(StatusCode::OK, bytes))
 }
 
 /// Projects a request onto what policies read.

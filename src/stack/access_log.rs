@@ -1,6 +1,7 @@
 //! One log line per request: method, uri, status, latency, protocol, peer and user. Never the body.
 //! The same place records the request in the metrics (route, status, decision, latency): it sees
-//! every answer, the stack's own rejections included.
+//! every answer, the stack's own rejections included. Handlers report the decision and user
+//! through [`crate::outcome`], a slot this layer's future opens around the request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,18 +12,17 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Method, Request, Uri, Version};
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::error::Response;
+use crate::logging::{self, AccessLine};
 use crate::metrics::{self, Metrics};
+use crate::outcome::{self, Outcome};
 use crate::router::Route;
 
 /// The connection's peer, put in request extensions by the listener.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
-
-/// Who a request was decided for, put in response extensions by a handler (never a token).
-#[derive(Clone, Debug)]
-pub struct LogUser(pub String);
 
 /// Adds the access log and the request metrics.
 #[derive(Clone, Debug)]
@@ -76,7 +76,7 @@ where
             version: req.version(),
             peer,
             start: Instant::now(),
-            future: self.inner.call(req),
+            future: outcome::scope(self.inner.call(req)),
         }
     }
 }
@@ -92,7 +92,7 @@ pin_project_lite::pin_project! {
         peer: Option<SocketAddr>,
         start: Instant,
         #[pin]
-        future: F,
+        future: TaskLocalFuture<Outcome, F>,
     }
 }
 
@@ -103,35 +103,30 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Ok(response) = std::task::ready!(this.future.poll(cx));
+        let mut this = self.project();
+        let Ok(response) = std::task::ready!(this.future.as_mut().poll(cx));
         let elapsed = this.start.elapsed();
-        let decision = response
-            .extensions()
-            .get::<metrics::Decision>()
-            .copied()
-            .unwrap_or(match this.route {
-                metrics::Route::Healthz | metrics::Route::Readyz | metrics::Route::Other => {
-                    metrics::Decision::None
-                }
-                // A webhook answered without a decision: rejected, timed out, failed.
-                _ => metrics::Decision::Error,
-            });
+        let reported = this.future.take_value().unwrap_or_default();
+        let decision = reported.decision().unwrap_or(match this.route {
+            metrics::Route::Healthz | metrics::Route::Readyz | metrics::Route::Other => {
+                metrics::Decision::None
+            }
+            // A webhook answered without a decision: rejected, timed out, failed.
+            _ => metrics::Decision::Error,
+        });
+        let status = response.status().as_u16();
         this.metrics
-            .record_request(*this.route, response.status().as_u16(), decision, elapsed);
-        let latency_us = elapsed.as_micros() as u64;
-        let user = response.extensions().get::<LogUser>().map(|u| u.0.as_str());
-        tracing::info!(
-            target: "gatehouse::access",
-            method = %this.method,
-            uri = %this.uri,
-            status = response.status().as_u16(),
-            latency_us,
-            protocol = ?this.version,
-            peer = this.peer.map(tracing::field::display),
-            user,
-            "request"
-        );
+            .record_request(*this.route, status, decision, elapsed);
+        let user = reported.take_user();
+        logging::access(&AccessLine {
+            method: this.method,
+            uri: this.uri,
+            status,
+            latency_us: elapsed.as_micros() as u64,
+            version: *this.version,
+            peer: *this.peer,
+            user: user.as_ref().map(outcome::User::name),
+        });
         Poll::Ready(Ok(response))
     }
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
 
-pub use access_log::{AccessLog, AccessLogLayer, LogUser, PeerAddr};
+pub use access_log::{AccessLog, AccessLogLayer, PeerAddr};
 pub use body::{CollectBody, CollectBodyLayer, CollectFuture};
 pub use catch_panic::{CatchPanic, CatchPanicLayer};
 pub use in_flight::{InFlight, InFlightFuture, InFlightLayer};
