@@ -131,7 +131,10 @@ mod tests {
         );
 
         let late = tokio::time::timeout(Duration::from_secs(60), service.call(true));
-        let error = late.await.expect("the deadline passed").err().expect("an error");
+        let error = late
+            .await
+            .expect("the deadline passed")
+            .expect_err("an error");
         assert!(error.is::<Elapsed>(), "{error}");
     }
 }
