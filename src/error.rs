@@ -2,8 +2,8 @@
 //!
 //! Inside, code returns typed errors; at the edge each becomes a `Rejection`, answered as a
 //! Kubernetes `Status` object so that the apiserver's logs (and curl) show the reason. The errors
-//! tower's layers in the stack fail a request with are turned into a `Rejection` here too, by
-//! [`Edge`].
+//! the stack's layers fail a request with (tower's error types) are turned into a `Rejection`
+//! here too, by [`Edge`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -116,9 +116,8 @@ impl Rejection {
         }
     }
 
-    /// What a layer's error means: tower's `Timeout` fails a request past the deadline with
-    /// `Elapsed`, its `LoadShed` one past the in-flight cap with `Overloaded`; nothing else in
-    /// the stack fails.
+    /// What a layer's error means: the deadline fails a request with tower's `Elapsed`, the
+    /// in-flight cap with tower's `Overloaded`; nothing else in the stack fails.
     fn from_layer_error(error: &BoxError, limits: EdgeLimits) -> Self {
         if error.is::<tower::timeout::error::Elapsed>() {
             tracing::warn!(timeout = ?limits.request_timeout, "request timed out");
@@ -193,9 +192,9 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response {
 /// The limits the [`Edge`] names in its answers.
 #[derive(Clone, Copy, Debug)]
 pub struct EdgeLimits {
-    /// `limits.request_timeout`, which tower's `Timeout` enforces.
+    /// `limits.request_timeout`, which the deadline layer enforces.
     pub request_timeout: Duration,
-    /// `limits.max_in_flight`, which tower's `ConcurrencyLimit` enforces.
+    /// `limits.max_in_flight`, which the in-flight layer enforces.
     pub max_in_flight: usize,
 }
 
@@ -223,8 +222,8 @@ impl<S> tower::Layer<S> for EdgeLayer {
     }
 }
 
-/// Turns the errors of tower's layers below into `Status` answers: `Timeout` past the deadline
-/// (504), `LoadShed` past the in-flight cap (503 with `Retry-After`). Answers pass as they are.
+/// Turns the errors of the layers below into `Status` answers: `Elapsed` past the deadline
+/// (504), `Overloaded` past the in-flight cap (503 with `Retry-After`). Answers pass as they are.
 #[derive(Debug)]
 pub struct Edge<S> {
     inner: S,

@@ -5,6 +5,7 @@
 //! its requests, answers and idleness may take (`activity`, fed by the wrappers in `track`).
 
 mod activity;
+mod on_wake;
 mod registry;
 mod track;
 
@@ -16,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -28,6 +29,7 @@ use crate::error::Response;
 use crate::metrics::{HandshakeFailure, Metrics};
 use crate::tls::CurrentTls;
 use activity::{Activity, CloseRequest, Deadlines, Verdict};
+use on_wake::OnWake;
 use registry::{Admission, Registry};
 use track::{Tracked, WatchedIo};
 
@@ -88,22 +90,37 @@ const H1_MAX_BUF: usize = 64 * 1024;
 const ABORT_WAIT: Duration = Duration::from_secs(1);
 
 /// hyper's connection builders, configured once: one per protocol ALPN can settle on, and one
-/// that detects the protocol for plain HTTP.
+/// that detects the protocol for plain HTTP. HTTP/1.1 over TLS is served by hyper's own builder,
+/// as in the floor: hyper-util's detecting one wraps the socket in one more reader.
+///
+/// No HTTP/1.1 builder has a timer, so none runs hyper's header-read timeout: it armed a timer
+/// for every request head (a boxed sleep, a timer-wheel insert when the head was not whole yet
+/// and a removal when it was: on a keep-alive connection, every request). The watchdog bounds
+/// the same thing without a per-request timer: a head that never completes leaves no request
+/// in flight, so the connection is closed once `limits.idle_timeout` has passed (one that never
+/// had a request a second of grace later, or at `2 × limits.handshake_timeout` if sooner).
 struct Protocols {
-    http1: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
     http2: auto::Builder<TokioExecutor>,
     detect: auto::Builder<TokioExecutor>,
 }
 
 impl Protocols {
-    fn new(options: &ListenerOptions) -> Self {
+    fn new() -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            // Inert without a timer; said so that adding one does not turn hyper's 30 s on.
+            .header_read_timeout(None)
+            .max_buf_size(H1_MAX_BUF)
+            // One buffer per answer: rustls makes one record of it either way, but given the
+            // head and the body as two slices it first collects them into a new Vec (a malloc
+            // per answer) where hyper's copy of a small body costs less.
+            .writev(false)
+            .keep_alive(true);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
-            // hyper applies this to idle keep-alive connections too, so it also bounds a
-            // connection that trickles a request's headers.
-            .header_read_timeout(options.idle_timeout)
+            .header_read_timeout(None)
             .max_buf_size(H1_MAX_BUF)
             .keep_alive(true);
         builder
@@ -118,7 +135,7 @@ impl Protocols {
             .initial_stream_window_size(H2_WINDOW)
             .adaptive_window(false);
         Self {
-            http1: builder.clone().http1_only(),
+            http1,
             http2: builder.clone().http2_only(),
             detect: builder,
         }
@@ -140,7 +157,7 @@ pub async fn serve<S>(
     S::Future: Send + 'static,
 {
     let registry = Registry::new(options.max_connections, options.metrics.clone());
-    let protocols = Arc::new(Protocols::new(&options));
+    let protocols = Arc::new(Protocols::new());
     let tls = options.tls.clone();
     let deadlines = Deadlines {
         first_request: options.handshake_timeout * 2,
@@ -241,7 +258,7 @@ impl Connection {
         let peer = self.peer;
         // Webhook answers are small and latency-bound: do not wait to coalesce segments.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(Tracked::new(service, self.activity.clone(), peer));
+        let service = Tracked::new(service, self.activity.clone(), peer);
         let Some(acceptor) = acceptor else {
             let io = TokioIo::new(WatchedIo::new(tcp, self.activity.clone()));
             self.drive(protocols.detect.serve_connection(io, service))
@@ -269,12 +286,15 @@ impl Connection {
             }
         };
         // ALPN decided the protocol: no sniffing the first bytes (which has no deadline).
-        let builder = match tls.get_ref().1.alpn_protocol() {
-            Some(b"h2") => &protocols.http2,
-            _ => &protocols.http1,
-        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(WatchedIo::new(tls, self.activity.clone()));
-        self.drive(builder.serve_connection(io, service)).await;
+        if h2 {
+            self.drive(protocols.http2.serve_connection(io, service))
+                .await;
+        } else {
+            self.drive(protocols.http1.serve_connection(io, service))
+                .await;
+        }
     }
 
     fn handshake_failed(&self, reason: HandshakeFailure) {
@@ -292,14 +312,19 @@ impl Connection {
         let peer = self.peer;
         let mut connection = pin!(connection);
         loop {
+            // The watchdog is polled only when its own timer or notification fired, not each
+            // time the connection's socket wakes this task (twice or more per request).
+            let verdict = OnWake::new(self.activity.verdict());
             tokio::select! {
+                // No random start: the connection is what wakes this task nearly every time.
+                biased;
                 result = connection.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     return;
                 }
-                verdict = self.activity.verdict() => match verdict {
+                verdict = verdict => match verdict {
                     Verdict::Shutdown(why) => {
                         tracing::debug!(%peer, why, "closing gracefully");
                         self.activity.shutting_down();

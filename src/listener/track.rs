@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
@@ -17,6 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use tower::util::Oneshot;
 
 use super::activity::Activity;
 use crate::error::Response;
@@ -28,10 +29,17 @@ use crate::stack::PeerAddr;
 /// default frame size.
 const CHUNK: usize = 16 * 1024;
 
-/// One connection's service: the stack, with each request counted in flight.
-#[derive(Clone, Debug)]
+/// One connection's service for hyper: the stack, with each request counted in flight.
+///
+/// hyper calls a service through `&self`, and tower's `call` takes `&mut self`, so hyper-util's
+/// adapter clones the whole stack for each request (an atomic increment and decrement of every
+/// `Arc` in it, shared with the other workers' requests). The stack is always ready at once, so
+/// this holds one copy per connection and calls it in place, under a lock nobody else takes
+/// (hyper calls the service from the connection's task only); a clone answers only if the
+/// stack ever is not ready.
+#[derive(Debug)]
 pub(crate) struct Tracked<S> {
-    inner: S,
+    inner: Mutex<S>,
     activity: Arc<Activity>,
     peer: SocketAddr,
 }
@@ -40,30 +48,37 @@ impl<S> Tracked<S> {
     /// `inner` serving the connection from `peer`.
     pub(crate) fn new(inner: S, activity: Arc<Activity>, peer: SocketAddr) -> Self {
         Self {
-            inner,
+            inner: Mutex::new(inner),
             activity,
             peer,
         }
     }
 }
 
-impl<S> tower::Service<Request<Incoming>> for Tracked<S>
+impl<S> hyper::service::Service<Request<Incoming>> for Tracked<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>,
+    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone,
 {
     type Response = http::Response<AnswerBody>;
     type Error = Infallible;
-    type Future = TrackedFuture<S::Future>;
+    type Future = TrackedFuture<S::Future, Oneshot<S, Request<Incoming>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(PeerAddr(self.peer));
         let ticket = Ticket::new(self.activity.clone());
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cx = Context::from_waker(Waker::noop());
+        let call = match inner.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Call::Called {
+                future: inner.call(req),
+            },
+            // Waits for readiness on a copy, as hyper-util's adapter always does.
+            Poll::Pending => Call::Waiting {
+                future: Oneshot::new(inner.clone(), req),
+            },
+        };
         TrackedFuture {
-            future: self.inner.call(req),
+            call,
             ticket: Some(ticket),
         }
     }
@@ -101,22 +116,35 @@ impl Drop for Ticket {
 
 pin_project_lite::pin_project! {
     /// The stack's future; its answer carries the request's ticket.
-    pub(crate) struct TrackedFuture<F> {
+    pub(crate) struct TrackedFuture<F, W> {
         #[pin]
-        future: F,
+        call: Call<F, W>,
         ticket: Option<Ticket>,
     }
 }
 
-impl<F> Future for TrackedFuture<F>
+pin_project_lite::pin_project! {
+    /// The stack called in place, or a copy waiting to be ready.
+    #[project = CallProj]
+    enum Call<F, W> {
+        Called { #[pin] future: F },
+        Waiting { #[pin] future: W },
+    }
+}
+
+impl<F, W> Future for TrackedFuture<F, W>
 where
     F: Future<Output = Result<Response, Infallible>>,
+    W: Future<Output = Result<Response, Infallible>>,
 {
     type Output = Result<http::Response<AnswerBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(response) = std::task::ready!(this.future.poll(cx));
+        let Ok(response) = std::task::ready!(match this.call.project() {
+            CallProj::Called { future } => future.poll(cx),
+            CallProj::Waiting { future } => future.poll(cx),
+        });
         let ticket = this.ticket.take().map(|mut ticket| {
             ticket.answering();
             ticket

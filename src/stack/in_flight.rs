@@ -2,21 +2,23 @@
 //! request is answered 503 at once instead of queueing. `/healthz`, `/readyz` and unknown paths
 //! never count, and never wait behind the cap.
 //!
-//! The cap is tower's `ConcurrencyLimit` behind `LoadShed` (whose `Overloaded` error the edge,
-//! `error.rs`, answers as a 503 `Status` with `Retry-After`). `ConcurrencyLimit` takes its permit
-//! in `poll_ready`, before the request (and so its route) is known, so it wraps the webhook
-//! branch only: this service picks the branch in `call`, from the route the router has put in
-//! the request's extensions.
+//! Hand-written: tower's `ConcurrencyLimit` behind `LoadShed` does the same, but it takes its
+//! permit in `poll_ready`, before the request (and so its route) is known, so it had to be
+//! built per request around a clone of the inner service once the route was. That cost two more
+//! atomic reference-count updates per request on memory every worker touches (the semaphore's,
+//! the App's) and about a thousand instructions of moves. Here the permit is taken in `call`,
+//! from the route the router has put in the request's extensions; past the cap the error is
+//! still tower's `Overloaded`, which the edge (`error.rs`) answers as a 503 `Status` with
+//! `Retry-After`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use http::Request;
-use tokio::sync::Semaphore;
-use tower::limit::ConcurrencyLimit;
-use tower::load_shed::{self, LoadShed};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::load_shed::error::Overloaded;
 use tower::BoxError;
 
 use crate::error::Response;
@@ -57,20 +59,14 @@ pub struct InFlight<S> {
 
 impl<S, B> tower::Service<Request<B>> for InFlight<S>
 where
-    S: tower::Service<Request<B>, Response = Response> + Clone,
+    S: tower::Service<Request<B>, Response = Response>,
     S::Error: Into<BoxError>,
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = InFlightFuture<
-        load_shed::future::ResponseFuture<
-            tower::limit::concurrency::future::ResponseFuture<S::Future>,
-        >,
-        S::Future,
-    >;
+    type Future = InFlightFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // The capped branch is made ready per request, in `call`, once the route is known.
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
@@ -79,59 +75,44 @@ where
             .extensions()
             .get::<Route>()
             .is_some_and(|r| r.is_webhook());
-        if is_webhook {
-            let mut capped = LoadShed::new(ConcurrencyLimit::with_semaphore(
-                self.inner.clone(),
-                self.permits.clone(),
-            ));
-            // LoadShed is always ready at once: it only records whether the cap had room (its
-            // call then fails with `Overloaded`), so no waker is ever needed here.
-            let mut cx = Context::from_waker(Waker::noop());
-            match capped.poll_ready(&mut cx) {
-                Poll::Ready(Ok(())) => InFlightFuture::Capped {
-                    future: capped.call(req),
-                },
-                Poll::Ready(Err(error)) => InFlightFuture::Failed { error: Some(error) },
-                Poll::Pending => InFlightFuture::Failed {
-                    error: Some(load_shed::error::Overloaded::new().into()),
-                },
+        let permit = if is_webhook {
+            // Never closed, so failing means no permit is left: shed, do not wait.
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return InFlightFuture::Overloaded,
             }
         } else {
-            InFlightFuture::Direct {
-                future: self.inner.call(req),
-            }
+            None
+        };
+        InFlightFuture::Called {
+            future: self.inner.call(req),
+            _permit: permit,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The answer from either branch.
+    /// The inner answer, holding a webhook's permit until it is ready; or `Overloaded` at once.
     #[project = InFlightProj]
-    pub enum InFlightFuture<C, D> {
-        /// A webhook request: a permit, or `Overloaded` at once.
-        Capped { #[pin] future: C },
-        /// Any other request.
-        Direct { #[pin] future: D },
-        /// The capped branch failed to get ready.
-        Failed { error: Option<BoxError> },
+    pub enum InFlightFuture<F> {
+        /// Answering; the permit (webhooks only) is given back when this is dropped.
+        Called { #[pin] future: F, _permit: Option<OwnedSemaphorePermit> },
+        /// Past the cap.
+        Overloaded,
     }
 }
 
-impl<C, D, E> Future for InFlightFuture<C, D>
+impl<F, E> Future for InFlightFuture<F>
 where
-    C: Future<Output = Result<Response, BoxError>>,
-    D: Future<Output = Result<Response, E>>,
+    F: Future<Output = Result<Response, E>>,
     E: Into<BoxError>,
 {
     type Output = Result<Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            InFlightProj::Capped { future } => future.poll(cx),
-            InFlightProj::Direct { future } => future.poll(cx).map_err(Into::into),
-            InFlightProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| "polled after completion".into()))),
+            InFlightProj::Called { future, .. } => future.poll(cx).map_err(Into::into),
+            InFlightProj::Overloaded => Poll::Ready(Err(Overloaded::new().into())),
         }
     }
 }
@@ -152,6 +133,48 @@ mod tests {
         let mut request = Request::new(());
         request.extensions_mut().insert(route);
         request
+    }
+
+    /// A handler answering 200 that counts how often it is cloned.
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Self(self.0.clone())
+        }
+    }
+
+    impl tower::Service<Request<()>> for Counted {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: Request<()>) -> Self::Future {
+            std::future::ready(Ok(json_response(StatusCode::OK, Bytes::new())))
+        }
+    }
+
+    #[tokio::test]
+    async fn webhooks_take_a_permit_without_cloning_the_inner_service() {
+        let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut service = InFlightLayer::new(1).layer(Counted(clones.clone()));
+        // One permit: each request must give it back for the next to pass.
+        for _ in 0..10 {
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .expect("ready");
+            let answer = service
+                .call(request(Route::Validate))
+                .await
+                .expect("within the cap");
+            assert_eq!(answer.status(), StatusCode::OK);
+        }
+        assert_eq!(clones.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

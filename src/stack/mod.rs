@@ -1,28 +1,29 @@
 //! The tower middleware stack shared by every route, outermost first:
-//! access log → edge (tower's errors as `Status`, `error.rs`) → catch panic → timeout (tower's)
-//! → route → in-flight cap (tower's `LoadShed` + `ConcurrencyLimit`, webhooks only) → body
-//! (content type, size limit, collect) → handlers.
+//! access log → edge (the layers' errors as `Status`, `error.rs`) → catch panic → deadline
+//! → route → in-flight cap (webhooks only) → body (content type, size limit, collect) →
+//! handlers.
 //!
-//! tower does the timeout and the in-flight cap; each hand-written layer is one
-//! `Layer` + `Service` pair in a file named after it, whose doc says what the library layer
-//! could not do. The handlers are given by the caller (`server.rs` composes them), so the stack
+//! Each layer is one `Layer` + `Service` pair in a file named after it, whose doc says what the
+//! library layer could not do (tower's `Timeout` and `ConcurrencyLimit` cost a timer and a clone
+//! of the stack below per request; their error types, `Elapsed` and `Overloaded`, remain). The handlers are given by the caller (`server.rs` composes them), so the stack
 //! knows nothing of the routes' work.
 
 mod access_log;
 mod body;
 mod catch_panic;
 mod content_type;
+mod deadline;
 mod in_flight;
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
 
 pub use access_log::{AccessLog, AccessLogLayer, PeerAddr};
 pub use body::{CollectBody, CollectBodyLayer, CollectFuture};
 pub use catch_panic::{CatchPanic, CatchPanicLayer};
+pub use deadline::{Deadline, DeadlineFuture, DeadlineLayer};
 pub use in_flight::{InFlight, InFlightFuture, InFlightLayer};
 
 use crate::config::{Limits, Routes};
@@ -62,11 +63,9 @@ where
             max_in_flight: limits.max_in_flight,
         }))
         .layer(CatchPanicLayer)
-        // tower's rather than tower-http's: it polls the request before its timer, so an answer
-        // ready at once never registers one (tower-http's registers a timer per request: +440
-        // instructions a probe, measured with benches/stack.rs). Its `Elapsed` is the edge's 504.
-        // The body is read below it, so a body that never arrives times out too.
-        .layer(TimeoutLayer::new(limits.request_timeout.0))
+        // Its `Elapsed` is the edge's 504. The body is read below it, so a body that never
+        // arrives times out too.
+        .layer(DeadlineLayer::new(limits.request_timeout.0))
         .layer(RouteLayer::new(routes.clone()))
         .layer(InFlightLayer::new(limits.max_in_flight))
         .layer(CollectBodyLayer::new(limits.max_body.0))
