@@ -90,24 +90,229 @@ fn hex(b: u8) -> Option<u16> {
     }
 }
 
+/// Where whitespace ends from `pos`.
+#[inline(always)]
+fn skip_whitespace(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// Where the plain content of a string from `pos` ends: the first `"`, `\` or control byte, or
+/// the end of the text.
+#[inline(always)]
+fn plain_end(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let found = specials(u64::from_le_bytes(word));
+        if found != 0 {
+            return pos + (found.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while let Some(&b) = bytes.get(pos) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        pos += 1;
+    }
+    pos
+}
+
+/// The string whose content starts at `pos`: where its closing `"` is, and whether it has
+/// escapes (each checked: a lone surrogate is refused).
+#[inline(always)]
+fn string_end(bytes: &[u8], mut pos: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        pos = plain_end(bytes, pos);
+        match bytes.get(pos) {
+            Some(b'"') => return Some((pos, escaped)),
+            Some(b'\\') => {
+                pos = escape(bytes, pos)?.1;
+                escaped = true;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The escape whose `\` is at `pos`: the character, and where it ends.
+#[inline(never)]
+fn escape(bytes: &[u8], pos: usize) -> Option<(char, usize)> {
+    let simple = match *bytes.get(pos + 1)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let first = hex4(bytes, pos + 2)?;
+            return match first {
+                0xD800..=0xDBFF => {
+                    // Only a pair makes a character; a lone half is refused.
+                    if bytes.get(pos + 6..pos + 8)? != b"\\u" {
+                        return None;
+                    }
+                    let second = hex4(bytes, pos + 8)?;
+                    if !(0xDC00..=0xDFFF).contains(&second) {
+                        return None;
+                    }
+                    let code = 0x10000
+                        + ((u32::from(first) - 0xD800) << 10)
+                        + (u32::from(second) - 0xDC00);
+                    Some((char::from_u32(code)?, pos + 12))
+                }
+                0xDC00..=0xDFFF => None,
+                _ => Some((char::from_u32(u32::from(first))?, pos + 6)),
+            };
+        }
+        _ => return None,
+    };
+    Some((simple, pos + 2))
+}
+
+fn hex4(bytes: &[u8], pos: usize) -> Option<u16> {
+    let mut n = 0;
+    for &d in bytes.get(pos..pos + 4)? {
+        n = n * 16 + hex(d)?;
+    }
+    Some(n)
+}
+
+/// Where the digits from `pos` end.
+#[inline(always)]
+fn digits(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(b'0'..=b'9') = bytes.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// Where at least one digit from `pos` ends.
+#[inline(always)]
+fn some_digits(bytes: &[u8], pos: usize) -> Option<usize> {
+    let end = digits(bytes, pos);
+    (end > pos).then_some(end)
+}
+
+/// Where the number at `pos` ends (JSON's grammar: no leading zeros, `+`, `.5`, `1.` or bare
+/// `e`).
+fn number_end(bytes: &[u8], mut pos: usize) -> Option<usize> {
+    if bytes.get(pos) == Some(&b'-') {
+        pos += 1;
+    }
+    pos = match bytes.get(pos)? {
+        b'0' => pos + 1,
+        b'1'..=b'9' => digits(bytes, pos + 1),
+        _ => return None,
+    };
+    if bytes.get(pos) == Some(&b'.') {
+        pos = some_digits(bytes, pos + 1)?;
+    }
+    if let Some(b'e' | b'E') = bytes.get(pos) {
+        pos += 1;
+        if let Some(b'+' | b'-') = bytes.get(pos) {
+            pos += 1;
+        }
+        pos = some_digits(bytes, pos)?;
+    }
+    Some(pos)
+}
+
+/// Where `word` (a literal) at `pos` ends.
+#[inline(always)]
+fn literal_end(bytes: &[u8], pos: usize, word: &[u8]) -> Option<usize> {
+    let end = pos + word.len();
+    (bytes.get(pos..end)? == word).then_some(end)
+}
+
+/// Where `"key" :` inside an object, from `pos`, ends.
+#[inline(always)]
+fn key_end(bytes: &[u8], pos: usize) -> Option<usize> {
+    let pos = skip_whitespace(bytes, pos);
+    if bytes.get(pos) != Some(&b'"') {
+        return None;
+    }
+    let pos = skip_whitespace(bytes, string_end(bytes, pos + 1)?.0 + 1);
+    (bytes.get(pos) == Some(&b':')).then_some(pos + 1)
+}
+
+/// Where the value from `pos` ends, its grammar checked, without recursion: the open containers
+/// are bits of a word (set: object), at most [`MAX_DEPTH`] with the `outer` already around it.
+fn value_end(bytes: &[u8], mut pos: usize, outer: usize) -> Option<usize> {
+    let mut objects: u128 = 0;
+    let mut depth = outer;
+    'value: loop {
+        pos = skip_whitespace(bytes, pos);
+        match *bytes.get(pos)? {
+            b'"' => pos = string_end(bytes, pos + 1)?.0 + 1,
+            open @ (b'{' | b'[') => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                let inner = skip_whitespace(bytes, pos + 1);
+                if bytes.get(inner) == Some(&close) {
+                    pos = inner + 1;
+                } else {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return None;
+                    }
+                    objects = objects << 1 | u128::from(open == b'{');
+                    pos = if open == b'{' {
+                        key_end(bytes, inner)?
+                    } else {
+                        inner
+                    };
+                    continue 'value;
+                }
+            }
+            b't' => pos = literal_end(bytes, pos, b"true")?,
+            b'f' => pos = literal_end(bytes, pos, b"false")?,
+            b'n' => pos = literal_end(bytes, pos, b"null")?,
+            b'-' | b'0'..=b'9' => pos = number_end(bytes, pos)?,
+            _ => return None,
+        }
+        // After a value: close containers until one continues with a comma.
+        while depth > outer {
+            pos = skip_whitespace(bytes, pos);
+            let in_object = objects & 1 == 1;
+            match *bytes.get(pos)? {
+                b',' => {
+                    pos = if in_object {
+                        key_end(bytes, pos + 1)?
+                    } else {
+                        pos + 1
+                    };
+                    continue 'value;
+                }
+                b'}' if in_object => {}
+                b']' if !in_object => {}
+                _ => return None,
+            }
+            pos += 1;
+            objects >>= 1;
+            depth -= 1;
+        }
+        return Some(pos);
+    }
+}
+
 impl<'de> Reader<'de> {
     #[inline]
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    #[inline]
     fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
-            self.pos += 1;
-        }
+        self.pos = skip_whitespace(self.bytes, self.pos);
     }
 
     /// The next byte that is not whitespace, not consumed.
     #[inline]
     fn peek_token(&mut self) -> Result<u8> {
         self.skip_whitespace();
-        self.peek().ok_or(Rejected)
+        self.bytes.get(self.pos).copied().ok_or(Rejected)
     }
 
     #[inline]
@@ -121,12 +326,8 @@ impl<'de> Reader<'de> {
     }
 
     fn literal(&mut self, word: &[u8]) -> Result<()> {
-        if self.bytes[self.pos..].starts_with(word) {
-            self.pos += word.len();
-            Ok(())
-        } else {
-            Err(Rejected)
-        }
+        self.pos = literal_end(self.bytes, self.pos, word).ok_or(Rejected)?;
+        Ok(())
     }
 
     fn open(&mut self) -> Result<()> {
@@ -138,164 +339,28 @@ impl<'de> Reader<'de> {
         }
     }
 
-    /// Moves past the plain content of a string to its first `"`, `\` or control byte.
-    #[inline]
-    fn scan_plain(&mut self) -> Result<u8> {
-        let bytes = self.bytes;
-        let mut pos = self.pos;
-        while let Some(chunk) = bytes.get(pos..pos + 8) {
-            let mut word = [0; 8];
-            word.copy_from_slice(chunk);
-            let found = specials(u64::from_le_bytes(word));
-            if found != 0 {
-                pos += (found.trailing_zeros() / 8) as usize;
-                self.pos = pos;
-                return Ok(bytes[pos]);
-            }
-            pos += 8;
-        }
-        while let Some(&b) = bytes.get(pos) {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                self.pos = pos;
-                return Ok(b);
-            }
-            pos += 1;
-        }
-        self.pos = pos;
-        Err(Rejected)
-    }
-
-    /// Reads the escape after a `\` (at `pos`), returning the character.
-    fn escape(&mut self) -> Result<char> {
-        let b = *self.bytes.get(self.pos + 1).ok_or(Rejected)?;
-        self.pos += 2;
-        Ok(match b {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let first = self.hex4()?;
-                let code = match first {
-                    0xD800..=0xDBFF => {
-                        // Only a pair makes a character; a lone half is refused.
-                        if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
-                            return Err(Rejected);
-                        }
-                        self.pos += 2;
-                        let second = self.hex4()?;
-                        if !(0xDC00..=0xDFFF).contains(&second) {
-                            return Err(Rejected);
-                        }
-                        0x10000 + ((u32::from(first) - 0xD800) << 10) + (u32::from(second) - 0xDC00)
-                    }
-                    0xDC00..=0xDFFF => return Err(Rejected),
-                    _ => u32::from(first),
-                };
-                char::from_u32(code).ok_or(Rejected)?
-            }
-            _ => return Err(Rejected),
-        })
-    }
-
-    fn hex4(&mut self) -> Result<u16> {
-        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(Rejected)?;
-        let mut n = 0;
-        for &d in digits {
-            n = n * 16 + hex(d).ok_or(Rejected)?;
-        }
-        self.pos += 4;
-        Ok(n)
-    }
-
-    /// Skips a string whose opening `"` is at `pos`, checking it.
-    fn skip_string(&mut self) -> Result<()> {
-        self.pos += 1;
-        loop {
-            match self.scan_plain()? {
-                b'"' => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                b'\\' => {
-                    self.escape()?;
-                }
-                _ => return Err(Rejected),
-            }
-        }
-    }
-
     /// Reads a string whose opening `"` is at `pos`: borrowed when it has no escapes.
     fn string(&mut self) -> Result<Text<'de>> {
-        self.pos += 1;
-        let start = self.pos;
-        let mut owned = match self.scan_plain()? {
-            b'"' => {
-                let s = self.text.get(start..self.pos).ok_or(Rejected)?;
-                self.pos += 1;
-                return Ok(Text::Borrowed(s));
-            }
-            b'\\' => String::with_capacity(self.pos - start + 16),
-            _ => return Err(Rejected),
-        };
-        let mut run = start;
+        let start = self.pos + 1;
+        let (end, escaped) = string_end(self.bytes, start).ok_or(Rejected)?;
+        self.pos = end + 1;
+        let raw = self.text.get(start..end).ok_or(Rejected)?;
+        if !escaped {
+            return Ok(Text::Borrowed(raw));
+        }
+        // Escapes were checked by `string_end`: decode them.
+        let bytes = raw.as_bytes();
+        let mut owned = String::with_capacity(raw.len());
+        let mut run = 0;
         loop {
-            owned.push_str(self.text.get(run..self.pos).ok_or(Rejected)?);
-            owned.push(self.escape()?);
-            run = self.pos;
-            match self.scan_plain()? {
-                b'"' => {
-                    owned.push_str(self.text.get(run..self.pos).ok_or(Rejected)?);
-                    self.pos += 1;
-                    return Ok(Text::Owned(owned));
-                }
-                b'\\' => {}
-                _ => return Err(Rejected),
+            let at = plain_end(bytes, run);
+            owned.push_str(raw.get(run..at).ok_or(Rejected)?);
+            if at == bytes.len() {
+                return Ok(Text::Owned(owned));
             }
-        }
-    }
-
-    /// Skips a number at `pos` (JSON's grammar: no leading zeros, `+`, `.5`, `1.` or bare `e`).
-    fn skip_number(&mut self) -> Result<()> {
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(Rejected),
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            self.some_digits()?;
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            self.some_digits()?;
-        }
-        Ok(())
-    }
-
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.pos += 1;
-        }
-    }
-
-    fn some_digits(&mut self) -> Result<()> {
-        let start = self.pos;
-        self.digits();
-        if self.pos == start {
-            Err(Rejected)
-        } else {
-            Ok(())
+            let (c, next) = escape(bytes, at).ok_or(Rejected)?;
+            owned.push(c);
+            run = next;
         }
     }
 
@@ -303,22 +368,20 @@ impl<'de> Reader<'de> {
     /// exponents, `-0` and longer numbers are refused: serde_json reads them as floats, or as
     /// integers out of range, which no review field takes.
     fn integer(&mut self) -> Result<Integer> {
-        let negative = self.peek() == Some(b'-');
-        if negative {
-            self.pos += 1;
-        }
-        let start = self.pos;
-        match self.peek() {
-            Some(b'0') if !negative => self.pos += 1,
-            Some(b'1'..=b'9') => self.digits(),
+        let bytes = self.bytes;
+        let negative = bytes.get(self.pos) == Some(&b'-');
+        let start = self.pos + usize::from(negative);
+        let end = match bytes.get(start) {
+            Some(b'0') if !negative => start + 1,
+            Some(b'1'..=b'9') => digits(bytes, start + 1),
             _ => return Err(Rejected),
-        }
-        if self.pos - start > 18 || matches!(self.peek(), Some(b'.' | b'e' | b'E' | b'0'..=b'9'))
-        {
+        };
+        if end - start > 18 || matches!(bytes.get(end), Some(b'.' | b'e' | b'E' | b'0'..=b'9')) {
             return Err(Rejected);
         }
+        self.pos = end;
         let mut n: i64 = 0;
-        for &d in &self.bytes[start..self.pos] {
+        for &d in &bytes[start..end] {
             n = n * 10 + i64::from(d - b'0');
         }
         Ok(if negative {
@@ -328,80 +391,10 @@ impl<'de> Reader<'de> {
         })
     }
 
-    /// Skips one value, checking its grammar, without recursion: the open containers are bits
-    /// of a word (set: object), bounded by [`MAX_DEPTH`] with those already open.
+    /// Skips one value, checking it.
     fn skip_value(&mut self) -> Result<()> {
-        let base = self.depth;
-        let mut objects: u128 = 0;
-        let mut open = 0usize;
-        'value: loop {
-            match self.peek_token()? {
-                b'{' => {
-                    self.pos += 1;
-                    if self.peek_token()? == b'}' {
-                        self.pos += 1;
-                    } else {
-                        open += 1;
-                        if base + open > MAX_DEPTH {
-                            return Err(Rejected);
-                        }
-                        objects = objects << 1 | 1;
-                        self.skip_key()?;
-                        continue 'value;
-                    }
-                }
-                b'[' => {
-                    self.pos += 1;
-                    if self.peek_token()? == b']' {
-                        self.pos += 1;
-                    } else {
-                        open += 1;
-                        if base + open > MAX_DEPTH {
-                            return Err(Rejected);
-                        }
-                        objects <<= 1;
-                        continue 'value;
-                    }
-                }
-                b'"' => self.skip_string()?,
-                b't' => self.literal(b"true")?,
-                b'f' => self.literal(b"false")?,
-                b'n' => self.literal(b"null")?,
-                b'-' | b'0'..=b'9' => self.skip_number()?,
-                _ => return Err(Rejected),
-            }
-            // After a value: close containers until one continues with a comma.
-            loop {
-                if open == 0 {
-                    return Ok(());
-                }
-                let in_object = objects & 1 == 1;
-                match self.peek_token()? {
-                    b',' => {
-                        self.pos += 1;
-                        if in_object {
-                            self.skip_key()?;
-                        }
-                        continue 'value;
-                    }
-                    b'}' if in_object => {}
-                    b']' if !in_object => {}
-                    _ => return Err(Rejected),
-                }
-                self.pos += 1;
-                objects >>= 1;
-                open -= 1;
-            }
-        }
-    }
-
-    /// Skips `"key" :` inside an object.
-    fn skip_key(&mut self) -> Result<()> {
-        if self.peek_token()? != b'"' {
-            return Err(Rejected);
-        }
-        self.skip_string()?;
-        self.expect(b':')
+        self.pos = value_end(self.bytes, self.pos, self.depth).ok_or(Rejected)?;
+        Ok(())
     }
 
     fn visit_string<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
