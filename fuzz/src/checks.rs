@@ -17,10 +17,10 @@ use gatehouse::mutation::Mutations;
 use gatehouse::policy::config::compile;
 use gatehouse::policy::Policies;
 use gatehouse::reference::{ImageRef, RefPattern};
+use gatehouse::review::admission::AdmissionReview;
 use gatehouse::review::admission::{
     decode_admission, decode_review, encode_response, AdmissionResponse, Decoded, Operation,
 };
-use gatehouse::review::admission::AdmissionReview;
 use gatehouse::review::image::ImageReview;
 use gatehouse::review::json;
 use gatehouse::review::object::{MetaOnly, ObjectOnly, ObjectView};

@@ -637,7 +637,9 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
         }
         match self.string()? {
             Text::Borrowed(s) => visitor.visit_enum(BorrowedStrDeserializer::<Rejected>::new(s)),
-            Text::Owned(s) => visitor.visit_enum(de::IntoDeserializer::<Rejected>::into_deserializer(s)),
+            Text::Owned(s) => {
+                visitor.visit_enum(de::IntoDeserializer::<Rejected>::into_deserializer(s))
+            }
         }
     }
 
@@ -827,13 +829,22 @@ mod tests {
 
     /// Refused by both readers as `T`.
     fn both_refuse<'a, T: Deserialize<'a> + Debug>(text: &'a str) {
-        assert!(from_str::<T>(text).is_err(), "strict reader accepted {text}");
-        assert!(serde_json::from_str::<T>(text).is_err(), "serde_json accepted {text}");
+        assert!(
+            from_str::<T>(text).is_err(),
+            "strict reader accepted {text}"
+        );
+        assert!(
+            serde_json::from_str::<T>(text).is_err(),
+            "serde_json accepted {text}"
+        );
     }
 
     #[test]
     fn every_fixture_decodes_on_the_fast_path_as_serde_json_decodes_it() {
-        assert!(agrees::<Projected<'_>>(POD), "the Pod review takes the fast path");
+        assert!(
+            agrees::<Projected<'_>>(POD),
+            "the Pod review takes the fast path"
+        );
         for text in WIRE {
             assert!(agrees_as_every_review(text), "no fast path for {text}");
         }
@@ -871,16 +882,31 @@ mod tests {
             both_refuse::<IgnoredAny>(text);
         }
         // The same in a field nothing reads is refused too.
-        let skipped = POD.replacen(r#""managedFields":"#, "\"x\":\"a\u{1}b\",\"managedFields\":", 1);
+        let skipped = POD.replacen(
+            r#""managedFields":"#,
+            "\"x\":\"a\u{1}b\",\"managedFields\":",
+            1,
+        );
         both_refuse::<Projected<'_>>(&skipped);
     }
 
     #[test]
     fn numbers_follow_json_grammar_where_skipped_and_only_integers_decode() {
-        for good in ["0", "-0", "12", "-3.25e+10", "1E5", "0.5", "1e-0", "123456789012345678901234"] {
+        for good in [
+            "0",
+            "-0",
+            "12",
+            "-3.25e+10",
+            "1E5",
+            "0.5",
+            "1e-0",
+            "123456789012345678901234",
+        ] {
             assert!(agrees::<IgnoredAny>(good), "{good}");
         }
-        for bad in ["01", "-", "1.", ".5", "+1", "1e", "1e+", "--1", "0x10", "1.e5", "-01", "NaN"] {
+        for bad in [
+            "01", "-", "1.", ".5", "+1", "1e", "1e+", "--1", "0x10", "1.e5", "-01", "NaN",
+        ] {
             both_refuse::<IgnoredAny>(bad);
         }
         assert_eq!(from_str::<i32>("-42"), Ok(-42));
@@ -896,9 +922,27 @@ mod tests {
     #[test]
     fn structure_errors_are_refused_as_serde_json_refuses_them() {
         for bad in [
-            "", " ", "{", "[", "{]", "[}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{\"a\":}",
-            "{1:2}", "[1 2]", "{\"a\":1 \"b\":2}", "tru", "nul", "falsey", "[1]]", "{}}",
-            "{} x", "{}{}", "\u{feff}{}",
+            "",
+            " ",
+            "{",
+            "[",
+            "{]",
+            "[}",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{\"a\":}",
+            "{1:2}",
+            "[1 2]",
+            "{\"a\":1 \"b\":2}",
+            "tru",
+            "nul",
+            "falsey",
+            "[1]]",
+            "{}}",
+            "{} x",
+            "{}{}",
+            "\u{feff}{}",
         ] {
             both_refuse::<IgnoredAny>(bad);
         }
@@ -917,7 +961,10 @@ mod tests {
         };
         // Duplicate fields: serde's derive refuses them, through either reader.
         both_refuse::<Projected<'_>>(&swap(r#""uid":"#, r#""uid":"dup","uid":"#));
-        both_refuse::<Projected<'_>>(&swap(r#""containers":"#, r#""containers":[],"containers":"#));
+        both_refuse::<Projected<'_>>(&swap(
+            r#""containers":"#,
+            r#""containers":[],"containers":"#,
+        ));
         // null where a string or an object belongs.
         both_refuse::<Projected<'_>>(&swap(r#""uid":"#, r#""uid":null,"x":"#));
         both_refuse::<Projected<'_>>(&swap(r#""metadata":{"#, r#""metadata":null,"y":{"#));
@@ -934,7 +981,10 @@ mod tests {
         assert!(from_str::<Projected<'_>>(&positional).is_err());
         assert!(serde_json::from_str::<Projected<'_>>(&positional).is_ok());
         // Null for optional parts and unknown fields of any shape are fine.
-        let nulls = swap(r#""labels":{"#, r#""labels":null,"unknown":[{"a":[1,{"b":null}]}],"q":{"#);
+        let nulls = swap(
+            r#""labels":{"#,
+            r#""labels":null,"unknown":[{"a":[1,{"b":null}]}],"q":{"#,
+        );
         assert!(agrees::<Projected<'_>>(&nulls));
     }
 
@@ -960,7 +1010,11 @@ mod tests {
         both_refuse::<serde_json::Value>(&deep);
         for depth in [120, 126, 127, 128, 129] {
             let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
-            assert_eq!(agrees::<serde_json::Value>(&nested), depth <= MAX_DEPTH, "{depth}");
+            assert_eq!(
+                agrees::<serde_json::Value>(&nested),
+                depth <= MAX_DEPTH,
+                "{depth}"
+            );
             agrees::<IgnoredAny>(&nested);
             // Unbalanced at the same depth.
             both_refuse::<IgnoredAny>(&format!("{}1{}", "[".repeat(depth), "]".repeat(depth - 1)));
@@ -972,11 +1026,11 @@ mod tests {
         let text = r#"{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","metadata": {"a" : [1, "x"]} ,"spec":{"containers":[{"image":"a"}]}}"#;
         let fast: ImageReview<'_> = from_str(text).expect("fast path");
         let slow: ImageReview<'_> = serde_json::from_str(text).expect("serde_json");
+        assert_eq!(fast.metadata.map(|m| m.get()), Some(r#"{"a" : [1, "x"]}"#));
         assert_eq!(
             fast.metadata.map(|m| m.get()),
-            Some(r#"{"a" : [1, "x"]}"#)
+            slow.metadata.map(|m| m.get())
         );
-        assert_eq!(fast.metadata.map(|m| m.get()), slow.metadata.map(|m| m.get()));
     }
 
     /// A small deterministic generator (xorshift), so the test is the same on every run.
@@ -996,9 +1050,36 @@ mod tests {
 
     /// Bytes and snippets that change JSON's meaning where they land.
     const PIECES: [&str; 30] = [
-        "\"", "\\", "{", "}", "[", "]", ",", ":", "0", "-", ".", "e", " ", "n", "\u{1}", "u",
-        "null", "true", "[]", "{}", "\\u", "\\uD800", "\\uDC00", "01", "1.", "\"\":", "\t",
-        "é", ",\"uid\":\"x\"", "[[[[",
+        "\"",
+        "\\",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "0",
+        "-",
+        ".",
+        "e",
+        " ",
+        "n",
+        "\u{1}",
+        "u",
+        "null",
+        "true",
+        "[]",
+        "{}",
+        "\\u",
+        "\\uD800",
+        "\\uDC00",
+        "01",
+        "1.",
+        "\"\":",
+        "\t",
+        "é",
+        ",\"uid\":\"x\"",
+        "[[[[",
     ];
 
     fn mutate(rng: &mut Rng, text: &str) -> String {
