@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the decision path's steps, without a socket:
 //! image reference parse + normalise; the policy decision for 1, 3 and 20 containers;
 //! decode alone and decode → decide (cached) → encode through the whole tower stack, for the
-//! 5.4 KB Pod review with and without `oldObject`; and the JSON Patch generation of /mutate.
+//! 5.4 KB Pod review with and without `oldObject` (and the same projection decoded by serde_json
+//! alone, what the strict reader replaced); and the JSON Patch generation of /mutate.
 //!
 //!     cargo bench --bench review
 
@@ -19,7 +20,10 @@ use gatehouse::config::Config;
 use gatehouse::handlers::validate_subject as subject;
 use gatehouse::mutation::{patch, Target};
 use gatehouse::reference::ImageRef;
-use gatehouse::review::admission::{decode_admission, decode_review, Decoded, Operation};
+use gatehouse::review::admission::{
+    decode_admission, decode_review, AdmissionReview, Decoded, Operation,
+};
+use gatehouse::review::object::{ObjectOnly, ObjectView};
 
 const POD: &[u8] = include_bytes!("../tests/data/pod-admission-review.json");
 const POLICIES: &str = include_str!("../config/examples/policies.yaml");
@@ -113,6 +117,14 @@ fn round_trip(c: &mut Criterion) {
             b.iter(|| {
                 let admission = decode_admission(black_box(&body)).expect("decode");
                 black_box(admission.request.uid.len())
+            })
+        });
+        let text = std::str::from_utf8(&body).expect("UTF-8");
+        group.bench_function(format!("decode_serde_json/{name}_{}B", body.len()), |b| {
+            b.iter(|| {
+                let review: AdmissionReview<'_, ObjectOnly<ObjectView<'_>>> =
+                    serde_json::from_str(black_box(text)).expect("decode");
+                black_box(review.request.map(|r| r.uid.len()))
             })
         });
         let request = || {

@@ -419,6 +419,22 @@ proptest! {
     }
 
     #[test]
+    fn strict_reader_agrees_with_serde_json_on_any_bytes(bytes in arbitrary_bytes()) {
+        checks::strict_reader(&bytes);
+    }
+
+    #[test]
+    fn strict_reader_agrees_with_serde_json_on_hostile_json(
+        kind in any::<usize>(),
+        at in any::<prop::sample::Index>(),
+        text in hostile_value(),
+    ) {
+        checks::strict_reader(&splice(&review_of_kind(kind), at, &text));
+        checks::strict_reader(&splice(&image_review(), at, &text));
+        checks::strict_reader(&splice(&token_review(), at, &text));
+    }
+
+    #[test]
     fn image_review_decoder_takes_any_bytes(bytes in arbitrary_bytes()) {
         checks::image_review(&bytes);
     }

@@ -17,12 +17,16 @@ use gatehouse::mutation::Mutations;
 use gatehouse::policy::config::compile;
 use gatehouse::policy::Policies;
 use gatehouse::reference::{ImageRef, RefPattern};
+use gatehouse::review::admission::AdmissionReview;
 use gatehouse::review::admission::{
     decode_admission, decode_review, encode_response, AdmissionResponse, Decoded, Operation,
 };
 use gatehouse::review::image::ImageReview;
+use gatehouse::review::json;
+use gatehouse::review::object::{MetaOnly, ObjectOnly, ObjectView};
 use gatehouse::review::token::TokenReview;
 use gatehouse::review::{decode, decode_redacted, DecodeError};
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 /// One strict policy: only `registry.my.com`, no moving tag, on CREATE and UPDATE of any kind.
@@ -301,4 +305,31 @@ fn mutate_once(group: &str, kind: &str, operation: &str, object: &Value) -> Opti
         );
     }
     Some(Some(patched))
+}
+
+/// The strict reader (`review::json`) against serde_json, as every review type the handlers
+/// decode: whatever it accepts, serde_json accepts with the same value (it may refuse more:
+/// serde_json then decides). UTF-8 only, as the handlers check the body first.
+pub fn strict_reader(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    fn same<'a, T: serde::Deserialize<'a> + std::fmt::Debug>(text: &'a str) -> Option<T> {
+        let fast = json::from_str::<T>(text).ok()?;
+        match serde_json::from_str::<T>(text) {
+            Ok(slow) => assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "values differ"),
+            Err(e) => panic!("the strict reader accepted what serde_json refuses: {e}"),
+        }
+        Some(fast)
+    }
+    same::<AdmissionReview<'_, ObjectOnly<ObjectView<'_>>>>(text);
+    same::<AdmissionReview<'_, ObjectOnly<MetaOnly<'_>>>>(text);
+    same::<AdmissionReview<'_, IgnoredAny>>(text);
+    same::<ImageReview<'_>>(text);
+    if let Some(fast) = same::<TokenReview<'_>>(text) {
+        // Debug redacts the token: compare it on its own.
+        let slow: TokenReview<'_> = serde_json::from_str(text).expect("compared above");
+        let token = |r: &TokenReview<'_>| r.spec.as_ref().map(|s| s.token.0.to_string());
+        assert_eq!(token(&fast), token(&slow), "tokens differ");
+    }
 }

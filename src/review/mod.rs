@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod image;
+pub mod json;
 pub mod messages;
 pub mod object;
 pub mod token;
@@ -182,6 +183,9 @@ pub fn decode_redacted<'a, T: Deserialize<'a>>(
             column: 1 + before.len() - line_start,
         }
     })?;
+    if let Ok(review) = json::from_str(body) {
+        return Ok(review);
+    }
     serde_json::from_str(body).map_err(|e| DecodeError::Redacted {
         what,
         category: match e.classify() {
@@ -204,6 +208,11 @@ pub fn decode<'a, T: Deserialize<'a>>(
         what,
         offset: e.valid_up_to(),
     })?;
+    // The strict reader answers as serde_json would, or not at all; then serde_json decides,
+    // and its error (with line and column) is the one reported.
+    if let Ok(review) = json::from_str(body) {
+        return Ok(review);
+    }
     serde_json::from_str(body).map_err(|source| DecodeError::Json { what, source })
 }
 
