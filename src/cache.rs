@@ -240,16 +240,33 @@ where
         result
     }
 
+    /// The answer cached for `key` if it is still fresh, counted as a hit; `None` (counted as
+    /// nothing: the caller goes on to [`Self::get_or_try_insert`], which counts) otherwise.
+    /// Synchronous, so a caller whose miss path is a large future builds that future only on
+    /// a miss.
+    pub fn get_fresh(&self, key: &K) -> Option<V> {
+        let value = self.fresh(key)?;
+        if let Some((metrics, cache)) = &self.counted {
+            metrics.record_cache(*cache, true);
+        }
+        Some(value)
+    }
+
+    /// The fast path, under a shard's read lock.
+    fn fresh(&self, key: &K) -> Option<V> {
+        match self.cache.get(key)?.found(self.now(), false) {
+            Found::Fresh(value) => Some(value),
+            Found::Failed(_) | Found::Stale => None,
+        }
+    }
+
     async fn lookup<E, F>(&self, key: K, init: F) -> Result<(V, bool), Arc<E>>
     where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        // The fast path, under a shard's read lock.
-        if let Some(slot) = self.cache.get(&key) {
-            if let Found::Fresh(value) = slot.found(self.now(), false) {
-                return Ok((value, false));
-            }
+        if let Some(value) = self.fresh(&key) {
+            return Ok((value, false));
         }
         let guard = loop {
             // Waits while another call computes this key, then takes its slot.
