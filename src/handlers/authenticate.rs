@@ -8,8 +8,6 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::app::App;
-use serde::Serialize;
-
 use crate::authn::{Decision, Identity, EXTRA_GITHUB_ID, EXTRA_GITHUB_LOGIN};
 use crate::error::{json_response, Rejection, Response};
 use crate::metrics;
@@ -140,78 +138,63 @@ fn status(decision: &Decision) -> TokenReviewStatus<'_> {
 }
 
 /// The answer that authenticates `identity`: the same bytes as a [`TokenReview`] carrying
-/// [`status`]'s answer, serialised from borrowed views (no map, no lists built per request)
-/// into one buffer sized for it. The steady state of `/authenticate`, so worth the second
-/// shape; a test holds the two to the same bytes.
+/// [`status`]'s answer (a test holds the two to the same bytes), written straight into one
+/// buffer sized for it: no map or lists built per request, no serializer state per member. The
+/// steady state of `/authenticate`, so worth the second spelling.
 fn encode_authenticated(
     api_version: TokenApiVersion,
     identity: &Identity,
     audiences: &[String],
 ) -> Result<Bytes, serde_json::Error> {
-    let answer = AuthenticatedReview {
-        api_version,
-        kind: TokenReviewKind::TokenReview,
-        status: AuthenticatedStatus {
-            authenticated: true,
-            user: AuthenticatedUser {
-                username: &identity.username,
-                uid: &identity.uid,
-                groups: &identity.groups,
-                extra: Extra(identity),
-            },
-            audiences,
-        },
-    };
     // The strings plus the JSON around them (escapes only make it grow once).
     let strings = 2 * identity.uid.len()
         + identity.username.len()
         + identity.login.len()
         + identity.groups.iter().map(|g| g.len() + 3).sum::<usize>()
         + audiences.iter().map(|a| a.len() + 3).sum::<usize>();
-    crate::review::encode(&answer, 224 + strings)
-}
-
-/// [`TokenReview`] as [`encode_authenticated`] writes it (`metadata` and `spec` never are).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AuthenticatedReview<'a> {
-    api_version: TokenApiVersion,
-    kind: TokenReviewKind,
-    status: AuthenticatedStatus<'a>,
-}
-
-/// [`TokenReviewStatus`] when authenticated (`error` is then never set).
-#[derive(Serialize)]
-struct AuthenticatedStatus<'a> {
-    authenticated: bool,
-    user: AuthenticatedUser<'a>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    audiences: &'a [String],
-}
-
-/// [`UserInfo`], same members, same omissions.
-#[derive(Serialize)]
-struct AuthenticatedUser<'a> {
-    #[serde(skip_serializing_if = "str::is_empty")]
-    username: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    uid: &'a str,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    groups: &'a [String],
-    extra: Extra<'a>,
-}
-
-/// `extra`: the GitHub id and login, keys in the order a `BTreeMap` gives them.
-struct Extra<'a>(&'a Identity);
-
-impl Serialize for Extra<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry(EXTRA_GITHUB_ID, &[self.0.uid.as_str()])?;
-        map.serialize_entry(EXTRA_GITHUB_LOGIN, &[self.0.login.as_str()])?;
-        map.end()
+    let mut out = Vec::with_capacity(224 + strings);
+    let string = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s);
+    out.extend_from_slice(br#"{"apiVersion":"#);
+    serde_json::to_writer(&mut out, &api_version)?;
+    out.extend_from_slice(br#","kind":"TokenReview","status":{"authenticated":true,"user":{"#);
+    // Empty strings and lists are left out, as `UserInfo` leaves them out.
+    let mut first = true;
+    let mut member = |out: &mut Vec<u8>, name: &[u8]| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(name);
+    };
+    if !identity.username.is_empty() {
+        member(&mut out, br#""username":"#);
+        string(&mut out, &identity.username)?;
     }
+    if !identity.uid.is_empty() {
+        member(&mut out, br#""uid":"#);
+        string(&mut out, &identity.uid)?;
+    }
+    if !identity.groups.is_empty() {
+        member(&mut out, br#""groups":"#);
+        serde_json::to_writer(&mut out, &identity.groups)?;
+    }
+    // In key order, as the map `UserInfo::extra` is.
+    member(&mut out, br#""extra":{"#);
+    string(&mut out, EXTRA_GITHUB_ID)?;
+    out.extend_from_slice(b":[");
+    string(&mut out, &identity.uid)?;
+    out.extend_from_slice(b"],");
+    string(&mut out, EXTRA_GITHUB_LOGIN)?;
+    out.extend_from_slice(b":[");
+    string(&mut out, &identity.login)?;
+    out.extend_from_slice(b"]}}");
+    if !audiences.is_empty() {
+        out.extend_from_slice(br#","audiences":"#);
+        serde_json::to_writer(&mut out, audiences)?;
+    }
+    out.extend_from_slice(b"}}");
+    // At its exact length `Bytes` adopts the allocation (see `review::encode`).
+    Ok(Bytes::from(out.into_boxed_slice()))
 }
 
 /// The chain of sources under an error, for the log line (requests and tokens are in none).
