@@ -240,16 +240,33 @@ where
         result
     }
 
+    /// The answer cached for `key` if it is still fresh, counted as a hit; `None` (counted as
+    /// nothing: the caller goes on to [`Self::get_or_try_insert`], which counts) otherwise.
+    /// Synchronous, so a caller whose miss path is a large future builds that future only on
+    /// a miss.
+    pub fn get_fresh(&self, key: &K) -> Option<V> {
+        let value = self.fresh(key)?;
+        if let Some((metrics, cache)) = &self.counted {
+            metrics.record_cache(*cache, true);
+        }
+        Some(value)
+    }
+
+    /// The fast path, under a shard's read lock.
+    fn fresh(&self, key: &K) -> Option<V> {
+        match self.cache.get(key)?.found(self.now(), false) {
+            Found::Fresh(value) => Some(value),
+            Found::Failed(_) | Found::Stale => None,
+        }
+    }
+
     async fn lookup<E, F>(&self, key: K, init: F) -> Result<(V, bool), Arc<E>>
     where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        // The fast path, under a shard's read lock.
-        if let Some(slot) = self.cache.get(&key) {
-            if let Found::Fresh(value) = slot.found(self.now(), false) {
-                return Ok((value, false));
-            }
+        if let Some(value) = self.fresh(&key) {
+            return Ok((value, false));
         }
         let guard = loop {
             // Waits while another call computes this key, then takes its slot.
@@ -420,11 +437,11 @@ where
     S: tower::Service<&'r T, Response = V, Error = E> + Clone + Send + 'r,
     S::Future: Send + 'r,
     E: Send + Sync + 'static,
-    V: Expiring + Clone + Send + Sync + 'static,
+    V: Expiring + Clone + Send + Sync + Unpin + 'static,
 {
     type Response = V;
     type Error = Arc<E>;
-    type Future = Pin<Box<dyn Future<Output = Result<V, Arc<E>>> + Send + 'r>>;
+    type Future = CachedFuture<'r, V, E>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Decision services are always ready; the inner one is readied on a miss.
@@ -432,13 +449,57 @@ where
     }
 
     fn call(&mut self, req: &'r T) -> Self::Future {
+        self.call_shared(req)
+    }
+}
+
+impl<S, V> Cached<S, V> {
+    /// [`tower::Service::call`] through a shared reference (the service is always ready), so a
+    /// handler holding it in the shared `App` clones nothing to ask it: on a hit, the steady
+    /// state, nothing is cloned or allocated at all.
+    pub fn call_shared<'r, T, E>(&self, req: &'r T) -> CachedFuture<'r, V, E>
+    where
+        T: Cacheable + Sync + ?Sized,
+        S: tower::Service<&'r T, Response = V, Error = E> + Clone + Send + 'r,
+        S::Future: Send + 'r,
+        E: Send + Sync + 'static,
+        V: Expiring + Clone + Send + Sync + Unpin + 'static,
+    {
         let key = self.cache.key(req);
-        Box::pin(cached_call(
+        // A hit, the steady state, allocates no future and clones no handle.
+        if let Some(value) = self.cache.get_fresh(&key) {
+            return CachedFuture::Hit(Some(value));
+        }
+        CachedFuture::Lookup(Box::pin(cached_call(
             self.cache.clone(),
             key,
             self.inner.clone(),
             req,
-        ))
+        )))
+    }
+}
+
+/// What a [`Cached`] service's call gives: the answer found fresh in the cache, or the boxed
+/// lookup (the decision on a miss, or the wait for a concurrent one).
+pub enum CachedFuture<'r, V, E> {
+    /// Found fresh when called; taken by the first poll.
+    Hit(Option<V>),
+    /// Anything else.
+    Lookup(Pin<Box<dyn Future<Output = Result<V, Arc<E>>> + Send + 'r>>),
+}
+
+impl<V: Unpin, E> Future for CachedFuture<'_, V, E> {
+    type Output = Result<V, Arc<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Hit(value) => match value.take() {
+                Some(value) => Poll::Ready(Ok(value)),
+                // Polled after it completed: never ready again (no panic on a request path).
+                None => Poll::Pending,
+            },
+            Self::Lookup(lookup) => lookup.as_mut().poll(cx),
+        }
     }
 }
 
@@ -580,6 +641,23 @@ mod tests {
         for task in tasks {
             assert_eq!(task.await.expect("task"), Ok(true));
         }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A hit is answered by the call itself: no lookup future is built or boxed for it.
+    #[tokio::test]
+    async fn a_hit_needs_no_lookup_future() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = cached(&calls);
+        let input = Input("allow");
+        assert!(matches!(
+            service.call_shared(&input),
+            CachedFuture::Lookup(_)
+        ));
+        assert!(service.call_shared(&input).await.expect("allow").0);
+        let hit = service.call_shared(&input);
+        assert!(matches!(hit, CachedFuture::Hit(Some(_))));
+        assert!(hit.await.expect("allow").0);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 

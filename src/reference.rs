@@ -669,7 +669,12 @@ fn precheck(s: &str, kind: InputKind) -> Result<(), ReferenceError> {
         return Err(ReferenceError::Empty { kind });
     }
     // After this every byte is ASCII, so every byte index below is a char boundary.
-    if let Some(ch) = s.chars().find(|c| !c.is_ascii_graphic()) {
+    if let Some(at) = s.bytes().position(|b| !b.is_ascii_graphic()) {
+        // Every byte before `at` is ASCII, so `at` starts a character.
+        let ch = s
+            .get(at..)
+            .and_then(|rest| rest.chars().next())
+            .unwrap_or('\0');
         return Err(ReferenceError::InvalidCharacter {
             kind,
             input: s.to_owned(),
@@ -844,7 +849,7 @@ fn canonical_domain(domain: &str) -> Result<Cow<'_, str>, DomainFault> {
         push_port(&mut out, port);
         return Ok(Cow::Owned(out));
     }
-    if !host.split('.').all(is_domain_component) {
+    if !is_domain_name(host) {
         return Err(DomainFault::Grammar);
     }
     if ends_in_number(host) && !is_dotted_quad(host) {
@@ -915,12 +920,25 @@ fn is_dotted_quad(host: &str) -> bool {
     decimal && parts == 4
 }
 
-/// `[a-zA-Z0-9]` or `[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
-fn is_domain_component(c: &str) -> bool {
-    !c.is_empty()
-        && !c.starts_with('-')
-        && !c.ends_with('-')
-        && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+/// Dot-separated components, each `[a-zA-Z0-9]` or `[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`: one
+/// pass over the bytes (it runs for every image of every review).
+fn is_domain_name(host: &str) -> bool {
+    // The byte before the current one; a component starts after a dot.
+    let mut previous = b'.';
+    for b in host.bytes() {
+        let ok = match b {
+            // A component is not empty and does not end in '-'.
+            b'.' => previous != b'.' && previous != b'-',
+            // A component does not start with '-'.
+            b'-' => previous != b'.',
+            b => b.is_ascii_alphanumeric(),
+        };
+        if !ok {
+            return false;
+        }
+        previous = b;
+    }
+    previous != b'.' && previous != b'-'
 }
 
 /// One or more ASCII digits.
@@ -2606,6 +2624,51 @@ mod tests {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(other.domain(), "registry.my.com:5000");
                 prop_assert!(!pat("registry.my.com").matches(&other));
+            }
+        }
+    }
+
+    /// The one-pass domain check agrees with the component-wise grammar on every short string
+    /// over the characters that matter.
+    #[test]
+    fn domain_names_match_the_component_grammar() {
+        fn component(c: &str) -> bool {
+            !c.is_empty()
+                && !c.starts_with('-')
+                && !c.ends_with('-')
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        }
+        let alphabet = ['a', 'Z', '0', '-', '.', '_'];
+        let mut strings = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = strings
+                .iter()
+                .filter(|s| s.len() == strings.last().map_or(0, String::len))
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            strings.extend(longer);
+        }
+        for host in &strings {
+            assert_eq!(
+                is_domain_name(host),
+                host.split('.').all(component),
+                "{host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_invalid_character_is_named() {
+        for (input, ch) in [
+            ("a b", ' '),
+            ("nginx\u{e9}", '\u{e9}'),
+            ("x\u{7f}y\n", '\u{7f}'),
+        ] {
+            match precheck(input, InputKind::Reference) {
+                Err(ReferenceError::InvalidCharacter { ch: found, .. }) => {
+                    assert_eq!(found, ch, "{input:?}")
+                }
+                other => panic!("{input:?}: {other:?}"),
             }
         }
     }

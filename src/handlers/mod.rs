@@ -166,12 +166,11 @@ pub(crate) fn decided(decision: &Decision) -> crate::metrics::Decision {
 /// Runs the policies (through the decision cache) and logs what must be logged on every request,
 /// hit or miss: audit-only violations and break-glass use.
 pub(crate) async fn decide(app: &App, subject: &Subject<'_>, route: &'static str) -> Arc<Decision> {
-    use tower::ServiceExt;
     let input = PolicyInput {
         subject,
         policies: &app.policies,
     };
-    let decision = crate::cache::infallible(app.decisions.clone().oneshot(&input).await);
+    let decision = crate::cache::infallible(app.decisions.call_shared(&input).await);
     if let Some(ticket) = &decision.break_glass {
         tracing::warn!(route, namespace = subject.namespace, kind = subject.kind, ticket = %ticket, "break-glass annotation bypassed image policies");
     }

@@ -15,6 +15,7 @@ pub mod patch;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 
 pub use config::MutationConfig;
 use patch::{pointer, Op, PatchOp, PatchValue};
@@ -233,8 +234,8 @@ impl Mutations {
         }
         if let Some(meta) = meta {
             if meta.present {
-                labels.ops(&format!("{meta_pointer}/labels"), &mut outcome.patch);
-                annotations.ops(&format!("{meta_pointer}/annotations"), &mut outcome.patch);
+                labels.ops(&pointer(meta_pointer, "labels"), &mut outcome.patch);
+                annotations.ops(&pointer(meta_pointer, "annotations"), &mut outcome.patch);
             } else {
                 // No metadata at all: adding `.../metadata/labels` would not apply; create it.
                 let (labels, annotations) = (labels.new_map(), annotations.new_map());
@@ -407,25 +408,58 @@ impl<'v> ImageEdit<'v> {
 
     /// `containers[0] "app"`, `volumes[2] "data"`.
     fn describe(&self) -> String {
-        format!(
+        let mut out = String::with_capacity(self.slot.name.len() + 32);
+        self.describe_into(&mut out);
+        out
+    }
+
+    /// Appends [`Self::describe`]'s text to `out`.
+    fn describe_into(&self, out: &mut String) {
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
             "{}[{}] {:?}",
             self.slot.source.field(),
             self.slot.index,
             self.slot.name
-        )
+        );
+    }
+
+    /// The pointer to `member` of this item under the PodSpec at `spec`, e.g.
+    /// `/spec/containers/0/image`.
+    fn pointer(&self, spec: &str, member: &str) -> String {
+        let field = self.slot.source.field();
+        let mut path = String::with_capacity(spec.len() + field.len() + member.len() + 24);
+        path.push_str(spec);
+        path.push('/');
+        path.push_str(field);
+        path.push('/');
+        push_decimal(&mut path, self.slot.index);
+        path.push('/');
+        path.push_str(member);
+        path
     }
 
     /// The operations, under the PodSpec at `spec`; rewrites are reported.
     fn ops<'m>(mut self, spec: &str, out: &mut Vec<PatchOp<'m>>, rewrites: &mut MessageList) {
         let source = self.slot.source;
-        let base = format!("{spec}/{}/{}", source.field(), self.slot.index);
         if let (Some(image), Some(original)) = (self.image.take(), self.slot.image) {
             if image != original {
-                rewrites.push_with(|| format!("{}: {original} -> {image}", self.describe()));
+                rewrites.push_with(|| {
+                    let mut message = String::with_capacity(
+                        48 + original.len() + image.len() + self.slot.name.len(),
+                    );
+                    self.describe_into(&mut message);
+                    message.push_str(": ");
+                    message.push_str(original);
+                    message.push_str(" -> ");
+                    message.push_str(&image);
+                    message
+                });
                 out.push(PatchOp {
                     // The member exists: the projection read it.
                     op: Op::Replace,
-                    path: format!("{base}/{}", source.image_member()),
+                    path: self.pointer(spec, source.image_member()),
                     value: PatchValue::String(Cow::Owned(image)),
                 });
             }
@@ -436,12 +470,28 @@ impl<'v> ImageEdit<'v> {
                     // Creates the member, or replaces an empty or null one (an image volume's
                     // `image` object exists: the projection read it).
                     op: Op::Add,
-                    path: format!("{base}/{}", source.pull_policy_member()),
+                    path: self.pointer(spec, source.pull_policy_member()),
                     value: PatchValue::String(Cow::Borrowed(policy.as_str())),
                 });
             }
         }
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // n % 10 < 10: one ASCII digit.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 #[cfg(test)]

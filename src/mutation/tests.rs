@@ -508,3 +508,12 @@ proptest! {
         prop_assert!(again.is_empty(), "second run: {:?}", again);
     }
 }
+
+#[test]
+fn decimals_are_written_as_format_writes_them() {
+    for n in [0, 7, 9, 10, 99, 100, 12_345, usize::MAX] {
+        let mut out = String::from("/x/");
+        push_decimal(&mut out, n);
+        assert_eq!(out, format!("/x/{n}"));
+    }
+}
