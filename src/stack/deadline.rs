@@ -5,16 +5,16 @@
 //! Hand-written: tower's `Timeout` creates its timer in `call` for every request, though most
 //! are answered at their first poll (the body came with the head) and never need it; creating
 //! one reads the clock and updates the runtime handle's reference count, shared by every
-//! worker. This one polls the request first and creates the timer only when the answer is not
-//! ready at once, with the deadline counted from that first poll (the same task turn as the
-//! call).
+//! worker. This one reads the clock in `call` (the deadline counts from there, as tower's does:
+//! an h2 stream waiting for its first poll, or synchronous work before the first await, spends
+//! the request's time) and creates the timer only when the answer is not ready at once.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::timeout::error::Elapsed;
 use tower::BoxError;
 
@@ -64,7 +64,7 @@ where
     fn call(&mut self, req: R) -> Self::Future {
         DeadlineFuture {
             future: self.inner.call(req),
-            timeout: self.timeout,
+            deadline: Instant::now() + self.timeout,
             sleep: None,
         }
     }
@@ -75,7 +75,7 @@ pin_project_lite::pin_project! {
     pub struct DeadlineFuture<F> {
         #[pin]
         future: F,
-        timeout: Duration,
+        deadline: Instant,
         #[pin]
         sleep: Option<Sleep>,
     }
@@ -94,7 +94,8 @@ where
             return Poll::Ready(answer.map_err(Into::into));
         }
         if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep(*this.timeout)));
+            this.sleep
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
         }
         if let Some(sleep) = this.sleep.as_pin_mut() {
             ready!(sleep.poll(cx));
@@ -136,5 +137,23 @@ mod tests {
             .expect("the deadline passed")
             .expect_err("an error");
         assert!(error.is::<Elapsed>(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_deadline_counts_from_the_call_not_the_first_poll() {
+        let timeout = Duration::from_millis(20);
+        let mut service = DeadlineLayer::new(timeout).layer(tower::service_fn(|()| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(())
+        }));
+        let mut late = std::pin::pin!(service.call(()));
+        // Waiting to be polled (an h2 stream in the run queue) spends the request's time.
+        tokio::time::sleep(timeout * 2).await;
+        let first = std::future::poll_fn(|cx| Poll::Ready(late.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(Err(error)) => assert!(error.is::<Elapsed>(), "{error}"),
+            Poll::Ready(Ok(())) => panic!("answered"),
+            Poll::Pending => panic!("the deadline restarted at the first poll"),
+        }
     }
 }
