@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod config_error;
+pub mod decimal;
 pub mod error;
 pub mod files;
 pub mod gatekeeper;

@@ -188,18 +188,8 @@ fn socket_addr(addr: SocketAddr, out: &mut Vec<u8>) {
 }
 
 /// A `u64` in decimal, as `itoa` or `Debug` writes it.
-fn integer(mut n: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+fn integer(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(crate::decimal::digits(n, &mut [0; 20]));
 }
 
 /// `n` as exactly `width` decimal digits (`n` < 10^width).

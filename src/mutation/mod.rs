@@ -479,19 +479,10 @@ impl<'v> ImageEdit<'v> {
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(out: &mut String, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        // n % 10 < 10: one ASCII digit.
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+fn push_decimal(out: &mut String, n: usize) {
+    let mut buf = [0; 20];
+    let digits = crate::decimal::digits(n as u64, &mut buf);
+    out.extend(digits.iter().map(|&d| char::from(d)));
 }
 
 #[cfg(test)]
